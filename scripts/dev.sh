@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# One entry point for people and CI:
+#   scripts/dev.sh run     install, start PostgreSQL/Redis if needed, migrate, serve on :8000
+#   scripts/dev.sh test    install, start PostgreSQL/Redis if needed, ruff + mypy + pytest
+#   scripts/dev.sh bench   the redirect benchmark (loadtests/)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+VENV="$ROOT/.venv"
+LOCAL="$ROOT/.local"   # project-local PostgreSQL/Redis data, when this script had to start them
+
+say() { printf '[dev] %s\n' "$*" >&2; }
+die() { printf '[dev] %s\n' "$*" >&2; exit 1; }
+
+python_bin() {
+  for candidate in python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$candidate"; return
+    fi
+  done
+  die "Python 3.11 or newer is needed (Debian/Ubuntu: apt-get install python3 python3-venv)"
+}
+
+ensure_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    "$(python_bin)" -m venv "$VENV" || die "could not create a venv (Debian/Ubuntu: apt-get install python3-venv)"
+  fi
+  local stamp="$VENV/.installed" want
+  want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    say "installing the project and its dev tools into $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[dev]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_for() {
+  for _ in $(seq 1 60); do answers "$1" "$2" && return 0; sleep 0.5; done
+  return 1
+}
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+ensure_postgres() {
+  answers 127.0.0.1 5432 && return 0
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -n "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n1)
+    say "PostgreSQL is not answering; starting the system cluster $version/main"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  fi
+  if ! answers 127.0.0.1 5432; then
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+    [ -z "$bin" ] && bin=$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)")
+    [ -x "$bin/initdb" ] || die "PostgreSQL is not running on 127.0.0.1:5432 and not installed.
+  Install it (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@15),
+  or run everything with Docker: docker compose up"
+    say "starting a project-local PostgreSQL in $LOCAL/pg"
+    mkdir -p "$LOCAL"
+    if [ ! -f "$LOCAL/pg/PG_VERSION" ]; then
+      mkdir -p "$LOCAL/pg"
+      [ "$(id -u)" = 0 ] && chown postgres "$LOCAL/pg"
+      as_postgres "$bin/initdb" -D "$LOCAL/pg" -U postgres --auth=trust >/dev/null
+    fi
+    as_postgres "$bin/pg_ctl" -D "$LOCAL/pg" -l "$LOCAL/pg/server.log" \
+      -o "-c listen_addresses=127.0.0.1 -c port=5432 -c unix_socket_directories=$LOCAL/pg" start >/dev/null
+  fi
+  wait_for 127.0.0.1 5432 || die "PostgreSQL did not come up on 127.0.0.1:5432"
+}
+
+ensure_redis() {
+  answers 127.0.0.1 6379 && return 0
+  command -v redis-server >/dev/null 2>&1 || die "Redis is not running on 127.0.0.1:6379 and not installed.
+  Install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis),
+  or run everything with Docker: docker compose up"
+  say "starting a project-local Redis in $LOCAL/redis"
+  mkdir -p "$LOCAL/redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir "$LOCAL/redis" --logfile "$LOCAL/redis/redis.log"
+  wait_for 127.0.0.1 6379 || die "Redis did not come up on 127.0.0.1:6379"
+}
+
+# Only the default local URLs are ours to start; anything else is the operator's.
+ensure_services() {
+  case "${MCODE_DATABASE_URL:-127.0.0.1}" in *127.0.0.1*|*localhost*) ensure_postgres ;; esac
+  case "${MCODE_REDIS_URL:-127.0.0.1}" in *127.0.0.1*|*localhost*) ensure_redis ;; esac
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  run)
+    ensure_venv
+    ensure_services
+    # A local run is a development run unless told otherwise: shipped secrets are accepted.
+    export MCODE_ENV=${MCODE_ENV:-dev}
+    [ "$MCODE_ENV" = dev ] && say "MCODE_ENV=dev: admin token is 'dev-admin-token' (see README)"
+    exec "$VENV/bin/mcode" serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" --workers "${WORKERS:-2}" "$@"
+    ;;
+  test)
+    ensure_venv
+    ensure_services
+    "$VENV/bin/ruff" check service tests loadtests
+    "$VENV/bin/mypy"
+    exec "$VENV/bin/pytest" -q "$@"
+    ;;
+  bench)
+    ensure_venv
+    ensure_services
+    exec "$VENV/bin/python" loadtests/bench.py "$@"
+    ;;
+  *)
+    die "usage: scripts/dev.sh run|test|bench"
+    ;;
+esac

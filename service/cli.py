@@ -1,0 +1,101 @@
+"""`mcode serve | writer | migrate | import | demo`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from service.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        messages = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise click.ClickException(f"refusing to start: {messages}") from None
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+def main(verbose: bool) -> None:
+    """Marketing Code service."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+def migrate() -> None:
+    """Apply database migrations (creating the database if needed)."""
+    from service.store import postgres
+
+    applied = asyncio.run(postgres.migrate(_settings().database_url))
+    click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API and redirects (with the click writer, unless MCODE_EMBEDDED_WRITER=0)."""
+    import uvicorn
+
+    from service.store import postgres
+
+    settings = _settings()
+    asyncio.run(postgres.migrate(settings.database_url))
+    uvicorn.run(
+        "service.app:app",
+        host=host,
+        port=port,
+        workers=workers,
+        # The service reads X-Forwarded-For itself, and only from MCODE_TRUSTED_PROXIES.
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@main.command(name="import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the CSV with results here.")
+def import_(file: Path, out: Path | None) -> None:
+    """Create codes from a CSV file (same columns as POST /v1/codes/bulk, any number of rows)."""
+    from service import imports
+    from service.app import close_context, open_context
+    from service.errors import ApiError
+
+    settings = _settings()
+    try:
+        upload = imports.parse(file.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{file} is not UTF-8") from None
+    except ApiError as err:
+        raise click.ClickException(f"{file}: {err.message} {err.fields or ''}") from None
+
+    async def run() -> imports.Outcome:
+        ctx = await open_context(settings)
+        try:
+            with tqdm(total=len(upload.records), unit="row", file=sys.stderr) as bar:
+                return await imports.run(ctx, upload, None, progress=lambda: bar.update())
+        finally:
+            await close_context(ctx)
+
+    outcome = asyncio.run(run())
+    for row in outcome.rows:
+        if "error" in row:
+            click.echo(f"row {row['row']}: {imports.error_text(row['error'])}", err=True)
+    if out is not None:
+        out.write_text(imports.as_csv(upload, outcome), encoding="utf-8")
+    click.echo(f"created {outcome.created}, existing {outcome.existing}, failed {outcome.failed}")
+    if outcome.failed:
+        sys.exit(1)

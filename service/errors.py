@@ -1,0 +1,127 @@
+"""The error envelope of the SPEC: every refusal is an ApiError rendered one way."""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+log = logging.getLogger("mcode")
+
+STATUS = {
+    "ERR_400": 400,
+    "ERR_401": 401,
+    "ERR_403": 403,
+    "ERR_404": 404,
+    "ERR_405": 405,
+    "ERR_409": 409,
+    "ERR_410": 410,
+    "ERR_413": 413,
+    "ERR_422": 422,
+    "ERR_500": 500,
+    "ERR_503": 503,
+}
+
+# What a buyer reads when a link does not lead anywhere.
+BUYER_SENTENCES = {
+    "ERR_400": "This link is not valid. Please check that it was copied completely.",
+    "ERR_403": "This offer is not available from this seller right now.",
+    "ERR_404": "This product is no longer available.",
+    "ERR_410": "This link has been switched off by the seller.",
+    "ERR_500": "Something went wrong on our side. Please try again in a moment.",
+    "ERR_503": "Something went wrong on our side. Please try again in a moment.",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fields = fields
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.code]
+
+    def body(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.fields:
+            err["fields"] = self.fields
+        return {"error": err}
+
+
+def invalid(fields: dict[str, str], message: str = "some fields are invalid") -> ApiError:
+    return ApiError("ERR_422", message, fields)
+
+
+def field_errors(exc: ValidationError) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
+        name = ".".join(str(p) for p in err["loc"]) or "body"
+        fields.setdefault(name, err["msg"])
+    return fields
+
+
+def json_error(err: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+
+def prefers_json(request: Request) -> bool:
+    """True when the Accept header ranks application/json above text/html."""
+    best_json = best_html = -1.0
+    for part in request.headers.get("accept", "").split(","):
+        media, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        media = media.strip().lower()
+        if media == "application/json":
+            best_json = max(best_json, q)
+        elif media in ("text/html", "application/xhtml+xml"):
+            best_html = max(best_html, q)
+    return best_json > 0 and best_json > best_html
+
+
+def buyer_error(request: Request, err: ApiError, headers: dict[str, str] | None = None) -> Response:
+    if prefers_json(request):
+        return json_error(err, headers)
+    sentence = BUYER_SENTENCES.get(err.code, err.message)
+    page = (
+        "<!doctype html><html lang=en><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width,initial-scale=1'>"
+        f"<title>{err.code}</title>"
+        "<body style='font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem'>"
+        f"<h1>{html.escape(sentence)}</h1><p><code>{err.code}</code></p></body></html>"
+    )
+    return HTMLResponse(page, status_code=err.status, headers=headers)
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return json_error(exc)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        err = ApiError("ERR_405", "method not allowed on this path")
+        return json_error(err, headers=dict(exc.headers or {}))
+    code = f"ERR_{exc.status_code}" if f"ERR_{exc.status_code}" in STATUS else "ERR_400"
+    message = "not found" if exc.status_code == 404 else str(exc.detail)
+    return json_error(ApiError(code, message))
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return json_error(ApiError("ERR_500", "internal error"))

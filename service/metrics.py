@@ -1,0 +1,53 @@
+"""Every Prometheus metric, defined once; counted across worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+CLICK_REASONS = ("valid", "ERR_400", "ERR_403", "ERR_404", "ERR_410", "ERR_BOT", "ERR_DUP")
+EVENT_TYPES = ("cart", "order", "payment", "refund")
+EVENT_STATUSES = ("attributed", "not_attributed", "recorded", "rejected")
+ATTRIBUTION_RESULTS = ("attributed", "ERR_NO_CLICK", "ERR_INVALID_CLICK", "ERR_WINDOW")
+DEPENDENCIES = ("redis", "postgres")
+
+CLICKS = Counter("mcode_clicks", "Clicks on /e/{code} by reason (valid for valid).", ["reason"])
+REDIRECT_SECONDS = Histogram(
+    "mcode_redirect_duration_seconds",
+    "Time to answer GET/HEAD /e/{code}.",
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+EVENTS = Counter("mcode_events", "Order events by type and answered status.", ["type", "status"])
+ATTRIBUTIONS = Counter("mcode_attributions", "Order attribution results.", ["result"])
+DEPENDENCY_ERRORS = Counter("mcode_dependency_errors", "Failed calls to Redis or Postgres.", ["dependency"])
+CLICKS_WRITTEN = Counter("mcode_clicks_written", "Clicks the writer committed to Postgres.")
+
+for _reason in CLICK_REASONS:
+    CLICKS.labels(_reason)
+for _type in EVENT_TYPES:
+    for _status in EVENT_STATUSES:
+        EVENTS.labels(_type, _status)
+for _result in ATTRIBUTION_RESULTS:
+    ATTRIBUTIONS.labels(_result)
+for _dep in DEPENDENCIES:
+    DEPENDENCY_ERRORS.labels(_dep)
+
+
+class _Backlog:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "mcode_click_backlog", "Clicks answered but not yet in Postgres.", value=self.value
+        )
+
+
+def exposition(backlog: float) -> bytes:
+    """The text a scrape gets: every worker's counters plus the backlog read from Redis."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(_Backlog(backlog))
+    return generate_latest(registry)

@@ -1,0 +1,106 @@
+"""Every MCODE_* setting, in one frozen object built once and passed explicitly."""
+
+from __future__ import annotations
+
+import ipaddress
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Shipped so that `MCODE_ENV=dev` works out of the box; refused anywhere else.
+DEV_SIGNING_KEY = "dev-signing-key-change-me"
+DEV_EVENT_SECRET = "dev-event-secret-change-me"  # noqa: S105
+DEV_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105
+DEV_VALUES = {DEV_SIGNING_KEY, DEV_EVENT_SECRET, DEV_ADMIN_TOKEN}
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+class SettingsError(ValueError):
+    """The environment describes a service that must not start."""
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MCODE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: str = "prod"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/mcode"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    public_url: str = "http://127.0.0.1:8000"
+
+    admin_tokens: CommaList = (DEV_ADMIN_TOKEN,)
+    signing_keys: CommaList = (DEV_SIGNING_KEY,)
+    event_secrets: CommaList = (DEV_EVENT_SECRET,)
+
+    allowed_hosts: CommaList = ("aliexpress.com", "*.aliexpress.com")
+    default_commission_rate: Decimal = Decimal("0.05")
+    cookie_secure: bool = True
+    trusted_proxies: CommaList = ()
+    dedup_window_s: int = Field(default=3600, gt=0)
+    attribution_window_s: int = Field(default=1800, gt=0)
+    embedded_writer: bool = True
+
+    # How long a worker trusts its in-process copy of a code, seller or product;
+    # the SPEC promises changes reach redirects within 5 s.
+    cache_ttl_s: float = Field(default=2.0, ge=0, le=5)
+    # Largest request body accepted on JSON endpoints and on the bulk CSV upload.
+    max_json_bytes: int = Field(default=64 * 1024, gt=0)
+    max_csv_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    # A key prefix, so that several deployments (or test runs) can share one Redis.
+    redis_prefix: str = "mc:"
+
+    @field_validator(
+        "admin_tokens", "signing_keys", "event_secrets", "allowed_hosts", "trusted_proxies", mode="before"
+    )
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
+
+    @field_validator("default_commission_rate")
+    @classmethod
+    def _rate(cls, value: Decimal) -> Decimal:
+        if not Decimal(0) <= value <= Decimal(1):
+            raise ValueError("must be between 0 and 1")
+        return value
+
+    @model_validator(mode="after")
+    def _no_dev_secrets_in_production(self) -> Settings:
+        if self.env == "dev":
+            return self
+        for name in ("signing_keys", "event_secrets", "admin_tokens"):
+            values: tuple[str, ...] = getattr(self, name)
+            if not values:
+                raise SettingsError(f"MCODE_{name.upper()} is empty; set it (or MCODE_ENV=dev)")
+            if DEV_VALUES.intersection(values):
+                raise SettingsError(
+                    f"MCODE_{name.upper()} holds the shipped development value; "
+                    "set a secret of your own (or MCODE_ENV=dev)"
+                )
+            if any(len(v) < 16 for v in values):
+                raise SettingsError(f"MCODE_{name.upper()}: every value needs at least 16 characters")
+        return self
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,77 @@
+"""The Postgres pool and the numbered plain-SQL migrations."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+log = logging.getLogger("mcode.postgres")
+
+# Any fixed number will do: it only has to be the same in every process that migrates.
+MIGRATION_LOCK = 0x6D636F6465
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every migrations/NNNN_name.sql, in order."""
+    found = []
+    for entry in resources.files("service.store").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+async def create_database_if_missing(url: str) -> None:
+    """Connecting to a database that does not exist yet creates it, via the `postgres` database."""
+    try:
+        conn = await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        parts = urlsplit(url)
+        name = parts.path.lstrip("/")
+        admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            log.info("created database %s", name)
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            pass  # another process won the race (Postgres reports it either way)
+        finally:
+            await admin.close()
+    else:
+        await conn.close()
+
+
+async def migrate(url: str) -> list[str]:
+    """Apply every migration not yet applied; returns the names applied now."""
+    await create_database_if_missing(url)
+    conn = await asyncpg.connect(url)
+    applied_now: list[str] = []
+    try:
+        # Two processes starting at once: the second waits here, then finds nothing to do.
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied_now.append(name)
+            log.info("applied migration %s", name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        await conn.close()
+    return applied_now
+
+
+async def create_pool(url: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=30)

@@ -1,0 +1,128 @@
+"""Real PostgreSQL and Redis, isolated per test run: a database and a Redis key prefix of its own."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+
+from service.app import create_app
+from service.settings import Settings
+
+RUN = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+PG_ROOT = os.environ.get("MCODE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("MCODE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+DATABASE_URL = f"{PG_ROOT}/mcode_test_{RUN}"
+
+ADMIN = "test-admin-token-0123456789"
+SIGNING = "test-signing-key-0123456789"
+SECRET = "test-event-secret-0123456789"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "env": "test",
+        "database_url": DATABASE_URL,
+        "redis_url": REDIS_URL,
+        "redis_prefix": f"t{RUN}:",
+        "public_url": "https://mc.example.net",
+        "admin_tokens": (ADMIN,),
+        "signing_keys": (SIGNING,),
+        "event_secrets": (SECRET,),
+        "embedded_writer": False,
+    }
+    return Settings(**(base | overrides))
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def database() -> AsyncIterator[str]:
+    yield DATABASE_URL
+    conn = await asyncpg.connect(f"{PG_ROOT}/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "mcode_test_{RUN}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def app() -> AsyncIterator[Starlette]:
+    application = create_app(make_settings())
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return dict(ADMIN_HEADERS)
+
+
+Maker = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+def seller(client: httpx.AsyncClient) -> Maker:
+    async def make(**fields: Any) -> dict[str, Any]:
+        seller_id = fields.pop("seller_id", None) or uid("s")
+        body = {"name": "Kid Shop", "status": "active", "verified": True, "affiliate_enabled": True} | fields
+        r = await client.put(f"/v1/sellers/{seller_id}", json=body, headers=ADMIN_HEADERS)
+        assert r.status_code in (200, 201), r.text
+        data: dict[str, Any] = r.json()
+        return data
+
+    return make
+
+
+@pytest.fixture
+def product(client: httpx.AsyncClient) -> Maker:
+    async def make(seller_id: str, **fields: Any) -> dict[str, Any]:
+        product_id = fields.pop("product_id", None) or uid("p")
+        body = {
+            "seller_id": seller_id, "url": "https://www.aliexpress.com/item/100500.html?spm=a2g0o#reviews",
+            "category": "toys", "status": "listed", "stock": 10,
+        } | fields
+        r = await client.put(f"/v1/products/{product_id}", json=body, headers=ADMIN_HEADERS)
+        assert r.status_code in (200, 201), r.text
+        data: dict[str, Any] = r.json()
+        return data
+
+    return make
+
+
+UTM = {"utm_source": "ig", "utm_medium": "social", "utm_campaign": "ig_202405_kd_summer_sale", "utm_content": "reel1"}
+
+
+@pytest.fixture
+def code(client: httpx.AsyncClient, seller: Maker, product: Maker) -> Maker:
+    """A fresh seller, product and code; fields override the code's values."""
+
+    async def make(**fields: Any) -> dict[str, Any]:
+        s = await seller()
+        p = await product(s["seller_id"])
+        body = {"seller_id": s["seller_id"], "product_id": p["product_id"], **UTM} | fields
+        r = await client.post("/v1/codes", json=body, headers=ADMIN_HEADERS)
+        assert r.status_code == 201, r.text
+        data: dict[str, Any] = r.json()
+        return data
+
+    return make
