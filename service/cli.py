@@ -99,3 +99,5 @@ def import_(file: Path, out: Path | None) -> None:
     click.echo(f"created {outcome.created}, existing {outcome.existing}, failed {outcome.failed}")
     if outcome.failed:
         sys.exit(1)
+if __name__ == "__main__":
+    main()

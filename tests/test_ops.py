@@ -48,3 +48,20 @@ async def test_metrics_families_present_from_start(client: httpx.AsyncClient) ->
         'mcode_dependency_errors_total{dependency="postgres"}',
     ):
         assert line in text, line
+
+
+async def test_readyz_names_what_is_down() -> None:
+    from asgi_lifespan import LifespanManager
+
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(redis_url="redis://127.0.0.1:1/0"))
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.get("/readyz")
+            assert r.status_code == 503
+            assert r.json()["down"] == ["redis"]
+            text = (await c.get("/metrics")).text
+            assert 'mcode_dependency_errors_total{dependency="redis"}' in text
