@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -13,17 +14,24 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from service import catalog, imports, ops
+from service import catalog, imports, ops, redirect
+from service.bots import Bots
+from service.clicks import ClickLog
 from service.codes import Signer
 from service.context import Context
+from service.devices import Devices
 from service.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
+from service.records import Records
 from service.settings import Settings
+from service.spool import Spool
 from service.store import postgres
 from service.urls import HostPolicy
+from service.writer import Writer
 
 log = logging.getLogger("mcode")
 
 ROUTES = [
+    Route("/e/{code}", redirect.redirect, methods=["GET"]),
     Route("/healthz", ops.healthz, methods=["GET"]),
     Route("/readyz", ops.readyz, methods=["GET"]),
     Route("/metrics", ops.metrics_endpoint, methods=["GET"]),
@@ -47,15 +55,28 @@ async def open_context(settings: Settings) -> Context:
     await postgres.migrate(settings.database_url)
     pool = await postgres.create_pool(settings.database_url)
     redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    hosts = HostPolicy(settings.allowed_hosts)
+    spool = Spool(settings.spool_dir)
     return Context(
-        settings=settings, pool=pool, redis=redis,
-        signer=Signer(settings.signing_keys), hosts=HostPolicy(settings.allowed_hosts),
+        settings=settings, pool=pool, redis=redis, signer=Signer(settings.signing_keys), hosts=hosts,
+        records=Records(pool, redis, settings.redis_prefix, settings.cache_ttl_s, hosts),
+        devices=Devices(settings.trusted_networks, settings.signing_keys[0], settings.cookie_secure),
+        bots=Bots(),
+        spool=spool,
+        click_log=ClickLog(redis, settings.redis_prefix, settings.dedup_window_s, settings.attribution_window_s,
+                           spool),
     )
 
 
 async def close_context(ctx: Context) -> None:
+    await ctx.click_log.drain()
     await ctx.redis.aclose()
     await ctx.pool.close()
+
+
+def new_writer(ctx: Context) -> Writer:
+    s = ctx.settings
+    return Writer(ctx.pool, ctx.redis, s.redis_prefix, ctx.spool, s.dedup_window_s)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -63,9 +84,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx = await open_context(settings or Settings())
         app.state.ctx = ctx
+        writer = new_writer(ctx) if ctx.settings.embedded_writer else None
+        task = asyncio.create_task(writer.run()) if writer else None
         try:
             yield
         finally:
+            # Clicks answered up to now reach Redis (or the spool); the writer commits what it read.
+            await ctx.click_log.drain()
+            if writer and task:
+                writer.stop()
+                await task
             await close_context(ctx)
 
     return Starlette(

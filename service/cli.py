@@ -65,6 +65,29 @@ def serve(host: str, port: int, workers: int) -> None:
     )
 
 
+@main.command()
+def writer() -> None:
+    """Drain the click streams into Postgres (run several for more throughput)."""
+    import signal
+
+    from service.app import close_context, new_writer, open_context
+
+    settings = _settings()
+
+    async def run() -> None:
+        ctx = await open_context(settings)
+        worker = new_writer(ctx)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        try:
+            await worker.run()
+        finally:
+            await close_context(ctx)
+
+    asyncio.run(run())
+
+
 @main.command(name="import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the CSV with results here.")

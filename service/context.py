@@ -7,8 +7,13 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
+from service.bots import Bots
+from service.clicks import ClickLog
 from service.codes import Signer
+from service.devices import Devices
+from service.records import Records
 from service.settings import Settings
+from service.spool import Spool
 from service.urls import HostPolicy
 
 
@@ -19,6 +24,11 @@ class Context:
     redis: aioredis.Redis
     signer: Signer
     hosts: HostPolicy
+    records: Records
+    devices: Devices
+    bots: Bots
+    spool: Spool
+    click_log: ClickLog
 
     def short_url(self, code: str) -> str:
         return f"{self.settings.public_url.rstrip('/')}/e/{code}"

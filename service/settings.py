@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     max_csv_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     # A key prefix, so that several deployments (or test runs) can share one Redis.
     redis_prefix: str = "mc:"
+    # Where answered clicks wait, fsynced, while Redis is unreachable; it must outlive a reboot.
+    spool_dir: str = "/var/tmp/mcode-spool"  # noqa: S108 (a fixed, documented place; files are 0600)
 
     @field_validator(
         "admin_tokens", "signing_keys", "event_secrets", "allowed_hosts", "trusted_proxies", mode="before"

@@ -37,6 +37,9 @@ def make_settings(**overrides: Any) -> Settings:
         "signing_keys": (SIGNING,),
         "event_secrets": (SECRET,),
         "embedded_writer": False,
+        "cache_ttl_s": 0,
+        "cookie_secure": True,
+        "spool_dir": f"/tmp/mcode-test-spool-{RUN}",
     }
     return Settings(**(base | overrides))
 
@@ -126,3 +129,25 @@ def code(client: httpx.AsyncClient, seller: Maker, product: Maker) -> Maker:
         return data
 
     return make
+
+
+async def drain(app: Starlette) -> None:
+    """Run a writer until every click answered so far is in Postgres."""
+    from service.app import new_writer
+    from service.store import redis as keys
+
+    ctx = app.state.ctx
+    await ctx.click_log.drain()
+    writer = new_writer(ctx)
+    writer.name = "test-drain"
+    for _ in range(200):
+        await writer.step()
+        if await keys.backlog(ctx.redis, ctx.settings.redis_prefix) == 0:
+            return
+    raise AssertionError("the click streams did not drain")
+
+
+async def stored_click(app: Starlette, click_id: str) -> dict[str, Any] | None:
+    async with app.state.ctx.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM clicks WHERE click_id = $1", click_id)
+    return dict(row) if row else None

@@ -1,7 +1,8 @@
 """Redis keys, their lifetimes, and the scripts that touch them.
 
-Every key starts with MCODE_REDIS_PREFIX. Keys of one click share a hash tag ({shard}) so a
-Redis Cluster keeps a click's stream entry, dedup mark and attribution record in one slot.
+Every key starts with MCODE_REDIS_PREFIX. The click log script touches the keys of every
+click in a batch, which a single Redis node allows; on Redis Cluster the batch would be split
+per slot (hash tags on the stream shard), which is not built yet.
 """
 
 from __future__ import annotations
@@ -29,3 +30,13 @@ async def backlog(redis: aioredis.Redis, prefix: str) -> int:
     for key in stream_keys(prefix):
         total += int(await redis.xlen(key))
     return total
+
+
+def attribution_key(prefix: str, click_id: str) -> str:
+    """`<time ms>|<reason>|<first click id>` of a click, for order events (reason '' is valid)."""
+    return f"{prefix}ck:{click_id}"
+
+
+def dedup_key(prefix: str, code: str, device_hash: str) -> str:
+    """The first valid click id of a device on a code; expires with the dedup window."""
+    return f"{prefix}dd:{code}:{device_hash}"

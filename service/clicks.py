@@ -1,0 +1,184 @@
+"""The click record, and the click log: one Redis round trip for every click of an event-loop tick.
+
+Per click, in one script call: the dedup mark (SET NX holding the first click id), the stream
+entry the writer drains into Postgres, and the attribution record order events look up.
+When Redis cannot be reached the clicks go to the local spool instead (see spool.py), so an
+answered click is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service import metrics
+from service.spool import Spool
+from service.store import redis as keys
+
+log = logging.getLogger("mcode.clicks")
+
+VALID = ""  # the reason of a valid click, as carried in streams and attribution records
+# Attribution records outlive the window a little, so an order posted just at its end still
+# finds the click in Redis; later deliveries fall back to Postgres.
+ATTRIBUTION_SLACK_S = 600
+REDIS_TIMEOUT_S = 0.5
+
+
+def new_click_id(now_ms: int) -> str:
+    """12 hex digits of milliseconds, then 64 random bits: time-ordered, unguessable, and
+    the time can be read back to find the click's day partition."""
+    return f"{now_ms:012x}{secrets.token_hex(8)}"
+
+
+def click_time(click_id: str) -> datetime:
+    return datetime.fromtimestamp(int(click_id[:12], 16) / 1000, UTC)
+
+
+@dataclass(slots=True)
+class Click:
+    click_id: str
+    at_ms: int
+    code: str
+    seller_id: str | None
+    product_id: str | None
+    reason: str  # VALID or an ERR_ code
+    device_hash: str
+    ip: str
+    user_agent: str
+    referer: str
+    original_click_id: str | None = None
+
+    def payload(self) -> str:
+        return json.dumps([
+            self.click_id, self.at_ms, self.code, self.seller_id, self.product_id, self.reason,
+            self.device_hash, self.ip, self.user_agent, self.referer, self.original_click_id,
+        ], separators=(",", ":"))
+
+    @classmethod
+    def from_payload(cls, payload: str | bytes, original: str | bytes | None = None) -> Click:
+        click = cls(*json.loads(payload))
+        if original:
+            click.reason = "ERR_DUP"
+            click.original_click_id = original.decode() if isinstance(original, bytes) else original
+        return click
+
+    def record(self) -> tuple[Any, ...]:
+        """The row for the clicks table."""
+        return (
+            self.click_id, datetime.fromtimestamp(self.at_ms / 1000, UTC), self.code, self.seller_id,
+            self.product_id, self.reason or None, self.device_hash, self.ip, self.user_agent, self.referer,
+            self.original_click_id,
+        )
+
+
+# KEYS per click: stream, attribution record, dedup mark.
+# ARGV: dedup ttl, attribution ttl, then per click: kind ('v' dedup candidate, else '-'),
+# click id, payload, time in ms, reason. Returns per click the first click's id for a repeat, else ''.
+LOG_SCRIPT = """
+local dedup_ttl, attr_ttl = ARGV[1], ARGV[2]
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local stream, akey, dkey = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local a = 5 * i + 3
+  local kind, cid, payload, ts, reason = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local first = false
+  if kind == 'v' and not redis.call('SET', dkey, cid, 'NX', 'EX', dedup_ttl) then
+    first = redis.call('GET', dkey)
+    if not first then redis.call('SET', dkey, cid, 'EX', dedup_ttl) end
+  end
+  if first then
+    redis.call('XADD', stream, '*', 'c', payload, 'o', first)
+    redis.call('SET', akey, ts .. '|ERR_DUP|' .. first, 'EX', attr_ttl)
+    out[i + 1] = first
+  else
+    redis.call('XADD', stream, '*', 'c', payload)
+    redis.call('SET', akey, ts .. '|' .. reason .. '|', 'EX', attr_ttl)
+    out[i + 1] = ''
+  end
+end
+return out
+"""
+
+
+class ClickLog:
+    """Collects the clicks answered in one event-loop tick and logs them with one EVALSHA."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, dedup_window_s: int, attribution_window_s: int,
+                 spool: Spool) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.spool = spool
+        self.ttls = (str(dedup_window_s), str(attribution_window_s + ATTRIBUTION_SLACK_S))
+        self.script = redis.register_script(LOG_SCRIPT)
+        self.pending: list[tuple[Click, bool, asyncio.Future[str]]] = []
+        self.inflight: set[asyncio.Task[None]] = set()
+
+    def log(self, click: Click, dedup: bool) -> asyncio.Future[str]:
+        """Resolves, once the click is durable, to the first click's id for a repeat, else ''."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        if not self.pending:
+            loop.call_soon(self._flush)
+        self.pending.append((click, dedup, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        task = asyncio.get_running_loop().create_task(self._write(batch))
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
+
+    async def _write(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> None:
+        script_keys: list[str] = []
+        args: list[str] = list(self.ttls)
+        for click, dedup, _ in batch:
+            stream = keys.stream_key(self.prefix, zlib.crc32(click.device_hash.encode()) % keys.STREAM_SHARDS)
+            script_keys += [stream, keys.attribution_key(self.prefix, click.click_id),
+                            keys.dedup_key(self.prefix, click.code, click.device_hash)]
+            args += ["v" if dedup else "-", click.click_id, click.payload(), str(click.at_ms), click.reason]
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                firsts = await self.script(keys=script_keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+            log.warning("redis unavailable for %d clicks, spooling them locally: %r", len(batch), exc)
+            await self._spool(batch)
+            return
+        for (_, _, future), first in zip(batch, firsts, strict=True):
+            if not future.done():
+                future.set_result(first.decode() if isinstance(first, bytes) else first)
+
+    async def _spool(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> None:
+        # A timeout may have hidden a script that did run: the writer's insert is idempotent
+        # by click id, so a click in both the stream and the spool is still stored once.
+        try:
+            await asyncio.to_thread(self.spool.append, [(c.payload(), d) for c, d, _ in batch])
+        except Exception as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, _, future in batch:
+            if not future.done():
+                future.set_result(VALID)
+
+    async def drain(self) -> None:
+        """Wait for every click already handed over (graceful shutdown)."""
+        if self.pending:
+            self._flush()
+        while self.inflight:
+            await asyncio.gather(*self.inflight, return_exceptions=True)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

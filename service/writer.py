@@ -1,0 +1,188 @@
+"""The click writer: drains the Redis click streams into Postgres, and the local spool after an
+outage of Redis.
+
+Every writer joins one consumer group. A batch is COPYed and inserted idempotently by click id,
+and only acknowledged (and deleted from the stream) after the commit, so a writer killed at
+any point loses nothing: its entries stay pending and another writer claims them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from service import metrics
+from service.clicks import VALID, Click
+from service.spool import Spool
+from service.store import clicks as sql
+from service.store import redis as keys
+
+log = logging.getLogger("mcode.writer")
+
+BATCH = 5000
+BLOCK_MS = 500
+# An entry read but not acknowledged for this long belongs to a writer presumed dead.
+CLAIM_IDLE_MS = 15_000
+CLAIM_EVERY_S = 5.0
+PARTITIONS_EVERY_S = 3600.0
+RETRY_S = 1.0
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def decode(entries: Sequence[Entry]) -> list[Click]:
+    return [Click.from_payload(fields[b"c"], fields.get(b"o")) for _, fields in entries]
+
+
+class Writer:
+    def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis, prefix: str, spool: Spool | None,
+                 dedup_window_s: int, name: str | None = None) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.streams = keys.stream_keys(prefix)
+        self.spool = spool
+        self.dedup_window = timedelta(seconds=dedup_window_s)
+        self.name = name or consumer_name()
+        self.stopping = asyncio.Event()
+        self.last_claim = -math.inf
+        self.last_partitions = -math.inf
+
+    async def ensure_groups(self) -> None:
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, keys.WRITER_GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def run(self) -> None:
+        """Write until stop() is called; a batch already read is committed before returning."""
+        log.info("click writer %s started", self.name)
+        while not self.stopping.is_set():
+            try:
+                await self.step()
+            except (RedisError, OSError) as exc:
+                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+                log.warning("writer: redis unavailable: %r", exc)
+                await self._pause()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                metrics.DEPENDENCY_ERRORS.labels("postgres").inc()
+                log.warning("writer: postgres unavailable, clicks wait in the stream: %r", exc)
+                await self._pause()
+        log.info("click writer %s stopped", self.name)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), RETRY_S)
+
+    async def step(self) -> int:
+        """One round: housekeeping when due, then one batch. Returns clicks committed."""
+        now = time.monotonic()
+        if now - self.last_partitions > PARTITIONS_EVERY_S:
+            async with self.pool.acquire() as conn:
+                await sql.ensure_partitions(conn)
+            await self.ensure_groups()
+            self.last_partitions = now
+        written = 0
+        if now - self.last_claim > CLAIM_EVERY_S:
+            self.last_claim = now
+            written += await self.claim_abandoned()
+            written += await self.replay_spool()
+        reply: Any = await self.redis.xreadgroup(
+            keys.WRITER_GROUP, self.name, dict.fromkeys(self.streams, ">"), count=BATCH, block=BLOCK_MS
+        )
+        for stream, entries in reply or []:
+            written += await self.commit(stream, entries)
+        return written
+
+    async def commit(self, stream: bytes | str, entries: Sequence[Entry]) -> int:
+        if not entries:
+            return 0
+        clicks = decode(entries)
+        async with self.pool.acquire() as conn:
+            await sql.write_batch(conn, [c.record() for c in clicks])
+        ids = [entry_id for entry_id, _ in entries]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(stream, keys.WRITER_GROUP, *ids)
+            pipe.xdel(stream, *ids)
+            await pipe.execute()
+        metrics.CLICKS_WRITTEN.inc(len(clicks))
+        return len(clicks)
+
+    async def claim_abandoned(self) -> int:
+        written = 0
+        for stream in self.streams:
+            cursor: Any = "0-0"
+            while True:
+                cursor, entries, *_ = await self.redis.xautoclaim(
+                    stream, keys.WRITER_GROUP, self.name, CLAIM_IDLE_MS, start_id=cursor, count=BATCH
+                )
+                live = [e for e in entries if e[1]]  # entries deleted meanwhile come back empty
+                if live:
+                    log.info("writer %s took over %d abandoned clicks", self.name, len(live))
+                    written += await self.commit(stream, live)
+                if cursor in (b"0-0", "0-0"):
+                    break
+        return written
+
+    async def replay_spool(self) -> int:
+        """Clicks spooled while Redis was down: judged for repeats against Postgres, then written."""
+        if self.spool is None:
+            return 0
+        written = 0
+        for path in await asyncio.to_thread(lambda: list(self.spool.claim()) if self.spool else []):
+            entries = Spool.read(path)
+            async with self.pool.acquire() as conn:
+                clicks = sorted((Click.from_payload(p) for p, _ in entries), key=lambda c: c.at_ms)
+                candidates = {c.click_id for c, (_, dedup) in zip(clicks, entries, strict=True) if dedup}
+                firsts: dict[tuple[str, str], Click] = {}
+                for click in clicks:
+                    if click.click_id in candidates and click.reason == VALID:
+                        await self._judge_repeat(conn, click, firsts)
+                if clicks:
+                    await sql.write_batch(conn, [c.record() for c in clicks])
+            path.unlink()
+            written += len(entries)
+            log.info("writer %s replayed %d spooled clicks from %s", self.name, len(entries), path.name)
+        return written
+
+    async def _judge_repeat(self, conn: asyncpg.Connection, click: Click, firsts: dict[tuple[str, str], Click]) -> None:
+        """A repeat of a valid click already stored, or of one earlier in this replay, is ERR_DUP."""
+        key = (click.code, click.device_hash)
+        earlier = firsts.get(key)
+        if earlier is not None and click.at_ms - earlier.at_ms < self.dedup_window.total_seconds() * 1000:
+            click.reason, click.original_click_id = "ERR_DUP", earlier.click_id
+            return
+        at = click.record()[1]
+        first = await conn.fetchval(
+            """
+            SELECT click_id FROM clicks
+            WHERE seller_id IS NOT DISTINCT FROM $1 AND code = $2 AND device_hash = $3 AND reason IS NULL
+              AND clicked_at >= $4 AND clicked_at < $5 AND click_id <> $6
+            ORDER BY clicked_at LIMIT 1
+            """,
+            click.seller_id, click.code, click.device_hash, at - self.dedup_window, at, click.click_id,
+        )
+        if first is not None:
+            click.reason, click.original_click_id = "ERR_DUP", first
+        else:
+            firsts[key] = click

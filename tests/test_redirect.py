@@ -1,0 +1,209 @@
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from tests.conftest import ADMIN_HEADERS, Maker, drain, stored_click
+
+CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/124.0.0.0 Safari/537.36")
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+          "Version/17.4 Mobile/15E148 Safari/604.1")
+BUYER = {"user-agent": CHROME, "accept-language": "en-US,en;q=0.9", "accept": "text/html"}
+
+
+def click_id_of(response: httpx.Response) -> str:
+    return parse_qs(urlsplit(response.headers["location"]).query)["mc_click"][0]
+
+
+async def clicks_of(app: Starlette, code: str) -> list[dict[str, Any]]:
+    await drain(app)
+    async with app.state.ctx.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT * FROM clicks WHERE code = $1 ORDER BY clicked_at", code)
+    return [dict(r) for r in rows]
+
+
+async def test_valid_click_redirects_with_utm_click_id_and_cookie(
+    app: Starlette, client: httpx.AsyncClient, code: Maker
+) -> None:
+    c = await code(utm_term="red shoes".replace(" ", "_"))
+    r = await client.get(f"/e/{c['code']}", headers=BUYER | {"referer": "https://instagram.com/p/1"})
+    assert r.status_code == 302
+    click_id = click_id_of(r)
+    assert r.headers["location"] == (
+        "https://www.aliexpress.com/item/100500.html?spm=a2g0o&utm_source=ig&utm_medium=social"
+        f"&utm_campaign=ig_202405_kd_summer_sale&utm_content=reel1&utm_term=red_shoes&mc_click={click_id}#reviews"
+    )
+    assert r.headers["cache-control"] == "no-store"
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("mc_did=")
+    for attr in ("Max-Age=31536000", "Path=/", "HttpOnly", "SameSite=Lax", "Secure"):
+        assert attr in cookie
+    stored = await clicks_of(app, c["code"])
+    assert len(stored) == 1
+    row = stored[0]
+    assert row["click_id"] == click_id
+    assert row["reason"] is None
+    assert row["seller_id"] == c["seller_id"]
+    assert row["ip"] == "198.51.100.0"
+    assert row["user_agent"] == CHROME
+    assert row["referer"] == "https://instagram.com/p/1"
+    device_id = cookie.split(";")[0].split("=", 1)[1]
+    assert row["device_hash"] != device_id and device_id not in row["device_hash"]
+
+
+async def test_code_utm_replaces_product_utm(
+    app: Starlette, client: httpx.AsyncClient, seller: Maker, product: Maker
+) -> None:
+    s = await seller()
+    p = await product(s["seller_id"], url="https://aliexpress.com/i.html?utm_source=old&utm_term=old&x=1")
+    r = await client.post("/v1/codes", headers=ADMIN_HEADERS, json={
+        "seller_id": s["seller_id"], "product_id": p["product_id"], "utm_source": "vk", "utm_medium": "post",
+        "utm_campaign": "vk_202405_a", "utm_content": "c"})
+    r = await client.get(f"/e/{r.json()['code']}", headers=BUYER)
+    query = parse_qs(urlsplit(r.headers["location"]).query)
+    assert query["utm_source"] == ["vk"]
+    assert "utm_term" not in query  # the code has none, and the product's stale one is not passed on
+    assert query["x"] == ["1"]
+
+
+async def test_forged_and_unknown_codes(app: Starlette, client: httpx.AsyncClient, code: Maker) -> None:
+    c = await code()
+    forged = c["code"][:-1] + ("a" if c["code"][-1] != "a" else "b")
+    r = await client.get(f"/e/{forged}", headers=BUYER)
+    assert r.status_code == 400
+    assert "ERR_400" in r.text and r.headers["content-type"].startswith("text/html")
+    r = await client.get(f"/e/{forged}", headers=BUYER | {"accept": "application/json"})
+    assert r.json()["error"]["code"] == "ERR_400"
+    unknown = app.state.ctx.signer.sign("Zz9Zz9Zz")
+    r = await client.get(f"/e/{unknown}", headers=BUYER | {"accept": "application/json"})
+    assert r.status_code == 400
+    for code_text in (forged, unknown):
+        rows = await clicks_of(app, code_text)
+        assert [row["reason"] for row in rows][-1:] == ["ERR_400"]
+
+
+async def test_refusals_in_spec_order(app: Starlette, client: httpx.AsyncClient, code: Maker,
+                                      seller: Maker, product: Maker) -> None:
+    c = await code()
+    sid, pid = c["seller_id"], c["product_id"]
+    url = f"/e/{c['code']}"
+    json_buyer = BUYER | {"accept": "application/json"}
+    await product(sid, product_id=pid, stock=0)
+    assert (await client.get(url, headers=json_buyer)).json()["error"]["code"] == "ERR_404"
+    await seller(seller_id=sid, status="frozen")
+    assert (await client.get(url, headers=json_buyer)).json()["error"]["code"] == "ERR_403"
+    await client.patch(f"/v1/codes/{c['code']}", json={"active": False}, headers=ADMIN_HEADERS)
+    r = await client.get(url, headers=json_buyer)
+    assert (r.status_code, r.json()["error"]["code"]) == (410, "ERR_410")
+    # a bot gets the step's reason too: refusals are judged before bots
+    r = await client.get(url, headers={"user-agent": "curl/8.0"})
+    assert r.status_code == 410
+    await client.patch(f"/v1/codes/{c['code']}", json={"active": True}, headers=ADMIN_HEADERS)
+    await seller(seller_id=sid, status="active", verified=False)
+    assert (await client.get(url, headers=json_buyer)).status_code == 403
+    await seller(seller_id=sid)
+    await product(sid, product_id=pid, status="delisted")
+    assert (await client.get(url, headers=json_buyer)).status_code == 404
+    await product(sid, product_id=pid)
+    assert (await client.get(url, headers=json_buyer)).status_code == 302
+    reasons = [row["reason"] for row in await clicks_of(app, c["code"])]
+    assert reasons == ["ERR_404", "ERR_403", "ERR_410", "ERR_410", "ERR_403", "ERR_404", None]
+
+
+BOT_REQUESTS = [
+    {"user-agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"},
+    {"user-agent": "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"},
+    {"user-agent": "TelegramBot (like TwitterBot)"},
+    {"user-agent": "WhatsApp/2.23.20.0 A"},
+    {"user-agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 HeadlessChrome/120.0 Safari/537.36"},
+    {"user-agent": "python-requests/2.31.0"},
+    {"user-agent": "curl/8.4.0"},
+    {"user-agent": ""},
+    {},
+    BUYER | {"sec-purpose": "prefetch;prerender"},
+    BUYER | {"purpose": "prefetch"},
+    BUYER | {"x-moz": "prefetch"},
+]
+
+
+@pytest.mark.parametrize("headers", BOT_REQUESTS)
+async def test_bots_are_redirected_but_flagged(
+    app: Starlette, client: httpx.AsyncClient, code: Maker, headers: dict[str, str]
+) -> None:
+    c = await code()
+    r = await client.get(f"/e/{c['code']}", headers=headers)
+    assert r.status_code == 302
+    bot_click = click_id_of(r)
+    # a bot never sets the dedup mark: the buyer's click right after is valid
+    r = await client.get(f"/e/{c['code']}", headers=BUYER)
+    assert click_id_of(r) != bot_click
+    rows = await clicks_of(app, c["code"])
+    assert [row["reason"] for row in rows] == ["ERR_BOT", None]
+
+
+async def test_head_is_a_bot(app: Starlette, client: httpx.AsyncClient, code: Maker) -> None:
+    c = await code()
+    r = await client.head(f"/e/{c['code']}", headers=BUYER)
+    assert r.status_code == 302
+    assert [row["reason"] for row in await clicks_of(app, c["code"])] == ["ERR_BOT"]
+
+
+async def test_repeat_with_and_without_cookie_is_dup_with_first_click_id(
+    app: Starlette, client: httpx.AsyncClient, code: Maker
+) -> None:
+    c = await code()
+    url = f"/e/{c['code']}"
+    first = await client.get(url, headers=BUYER)
+    first_id = click_id_of(first)
+    cookie = first.headers["set-cookie"].split(";")[0]
+    client.cookies.clear()
+    with_cookie = await client.get(url, headers=BUYER | {"cookie": cookie, "user-agent": IPHONE})
+    without_cookie = await client.get(url, headers=BUYER)
+    assert click_id_of(with_cookie) == first_id
+    assert click_id_of(without_cookie) == first_id
+    other_device = await client.get(url, headers=BUYER | {"user-agent": IPHONE})
+    assert click_id_of(other_device) != first_id
+    rows = await clicks_of(app, c["code"])
+    assert [(r["reason"], r["original_click_id"]) for r in rows] == [
+        (None, None), ("ERR_DUP", first_id), ("ERR_DUP", first_id), (None, None)]
+    assert rows[1]["click_id"] != first_id
+    # the same device on another code is a first click there
+    other = await code()
+    assert click_id_of(await client.get(f"/e/{other['code']}", headers=BUYER)) != first_id
+
+
+async def test_malformed_cookie_is_replaced(app: Starlette, client: httpx.AsyncClient, code: Maker) -> None:
+    c = await code()
+    r = await client.get(f"/e/{c['code']}", headers=BUYER | {"cookie": "mc_did=<script>"})
+    assert r.headers["set-cookie"].startswith("mc_did=")
+    assert "<script>" not in r.headers["set-cookie"]
+
+
+async def test_long_user_agent_and_referer_are_cut(app: Starlette, client: httpx.AsyncClient, code: Maker) -> None:
+    c = await code()
+    r = await client.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": CHROME + "x" * 1000,
+                                                              "referer": "https://a.example/" + "y" * 1000})
+    await drain(app)
+    row = await stored_click(app, click_id_of(r))
+    assert row is not None
+    assert len(row["user_agent"]) == 512 and len(row["referer"]) == 512
+
+
+async def test_metrics_count_clicks_by_reason(app: Starlette, client: httpx.AsyncClient, code: Maker) -> None:
+    def value(text: str, reason: str) -> float:
+        line = next(x for x in text.splitlines() if x.startswith(f'mcode_clicks_total{{reason="{reason}"}}'))
+        return float(line.rsplit(" ", 1)[1])
+
+    c = await code()
+    before = (await client.get("/metrics")).text
+    await client.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": IPHONE + " unique-metrics"})
+    await client.get(f"/e/{c['code']}", headers={"user-agent": "curl/8"})
+    await client.get("/e/notacode", headers=BUYER)
+    after = (await client.get("/metrics")).text
+    assert value(after, "valid") == value(before, "valid") + 1
+    assert value(after, "ERR_BOT") == value(before, "ERR_BOT") + 1
+    assert value(after, "ERR_400") == value(before, "ERR_400") + 1
+    assert "mcode_redirect_duration_seconds_count" in after
