@@ -66,7 +66,10 @@ def serve(host: str, port: int, workers: int) -> None:
 
 
 @main.command()
-def writer() -> None:
+@click.option("--batch", default=5000, show_default=True, help="Clicks read and committed at once.")
+@click.option("--claim-idle-ms", default=15000, show_default=True,
+              help="Take over clicks another writer read but left unacknowledged this long.")
+def writer(batch: int, claim_idle_ms: int) -> None:
     """Drain the click streams into Postgres (run several for more throughput)."""
     import signal
 
@@ -77,6 +80,7 @@ def writer() -> None:
     async def run() -> None:
         ctx = await open_context(settings)
         worker = new_writer(ctx)
+        worker.batch, worker.claim_idle_ms = batch, claim_idle_ms
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, worker.stop)

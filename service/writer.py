@@ -15,7 +15,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -40,6 +40,21 @@ PARTITIONS_EVERY_S = 3600.0
 RETRY_S = 1.0
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+POSTGRES_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+class PostgresUnavailable(Exception):
+    pass
+
+
+@contextlib.asynccontextmanager
+async def postgres(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection whose failures say plainly that Postgres, not Redis, is the trouble."""
+    try:
+        async with asyncio.timeout(30), pool.acquire() as conn:
+            yield conn
+    except POSTGRES_ERRORS as exc:
+        raise PostgresUnavailable(repr(exc)) from exc
 
 
 def consumer_name() -> str:
@@ -60,6 +75,11 @@ class Writer:
         self.dedup_window = timedelta(seconds=dedup_window_s)
         self.name = name or consumer_name()
         self.stopping = asyncio.Event()
+        # True while entries this writer read may be uncommitted (a commit failed): they are
+        # read again from its own pending list before anything new.
+        self.own_pending = True
+        self.batch = BATCH
+        self.claim_idle_ms = CLAIM_IDLE_MS
         self.last_claim = -math.inf
         self.last_partitions = -math.inf
 
@@ -77,13 +97,13 @@ class Writer:
         while not self.stopping.is_set():
             try:
                 await self.step()
+            except PostgresUnavailable as exc:
+                metrics.DEPENDENCY_ERRORS.labels("postgres").inc()
+                log.warning("writer: postgres unavailable, clicks wait in the stream: %s", exc)
+                await self._pause()
             except (RedisError, OSError) as exc:
                 metrics.DEPENDENCY_ERRORS.labels("redis").inc()
                 log.warning("writer: redis unavailable: %r", exc)
-                await self._pause()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                metrics.DEPENDENCY_ERRORS.labels("postgres").inc()
-                log.warning("writer: postgres unavailable, clicks wait in the stream: %r", exc)
                 await self._pause()
         log.info("click writer %s stopped", self.name)
 
@@ -98,7 +118,7 @@ class Writer:
         """One round: housekeeping when due, then one batch. Returns clicks committed."""
         now = time.monotonic()
         if now - self.last_partitions > PARTITIONS_EVERY_S:
-            async with self.pool.acquire() as conn:
+            async with postgres(self.pool) as conn:
                 await sql.ensure_partitions(conn)
             await self.ensure_groups()
             self.last_partitions = now
@@ -107,18 +127,25 @@ class Writer:
             self.last_claim = now
             written += await self.claim_abandoned()
             written += await self.replay_spool()
+        start = "0" if self.own_pending else ">"
         reply: Any = await self.redis.xreadgroup(
-            keys.WRITER_GROUP, self.name, dict.fromkeys(self.streams, ">"), count=BATCH, block=BLOCK_MS
+            keys.WRITER_GROUP, self.name, dict.fromkeys(self.streams, start), count=self.batch,
+            block=None if self.own_pending else BLOCK_MS,
         )
-        for stream, entries in reply or []:
+        batches = [(stream, entries) for stream, entries in reply or [] if entries]
+        if not batches:
+            self.own_pending = False
+        for stream, entries in batches:
+            self.own_pending = True
             written += await self.commit(stream, entries)
+        self.own_pending = bool(batches) and start == "0"
         return written
 
     async def commit(self, stream: bytes | str, entries: Sequence[Entry]) -> int:
         if not entries:
             return 0
         clicks = decode(entries)
-        async with self.pool.acquire() as conn:
+        async with postgres(self.pool) as conn:
             await sql.write_batch(conn, [c.record() for c in clicks])
         ids = [entry_id for entry_id, _ in entries]
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -134,7 +161,7 @@ class Writer:
             cursor: Any = "0-0"
             while True:
                 cursor, entries, *_ = await self.redis.xautoclaim(
-                    stream, keys.WRITER_GROUP, self.name, CLAIM_IDLE_MS, start_id=cursor, count=BATCH
+                    stream, keys.WRITER_GROUP, self.name, self.claim_idle_ms, start_id=cursor, count=self.batch
                 )
                 live = [e for e in entries if e[1]]  # entries deleted meanwhile come back empty
                 if live:
@@ -151,7 +178,7 @@ class Writer:
         written = 0
         for path in await asyncio.to_thread(lambda: list(self.spool.claim()) if self.spool else []):
             entries = Spool.read(path)
-            async with self.pool.acquire() as conn:
+            async with postgres(self.pool) as conn:
                 clicks = sorted((Click.from_payload(p) for p, _ in entries), key=lambda c: c.at_ms)
                 candidates = {c.click_id for c, (_, dedup) in zip(clicks, entries, strict=True) if dedup}
                 firsts: dict[tuple[str, str], Click] = {}

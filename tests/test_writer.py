@@ -1,0 +1,185 @@
+"""The click pipeline under faults caused for real: a killed writer, Postgres and Redis cut off."""
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+
+from service.app import create_app, new_writer
+from service.clicks import Click, new_click_id, now_ms
+from service.devices import device_hash
+from service.store import clicks as sql
+from service.store import postgres
+from service.store import redis as keys
+from service.writer import Writer, decode
+from tests.conftest import ADMIN, DATABASE_URL, REDIS_URL, SECRET, SIGNING, Maker, drain, make_settings
+from tests.faults import Proxy
+from tests.test_redirect import BUYER, click_id_of
+
+
+async def count(app: Starlette, code: str) -> tuple[int, int]:
+    async with app.state.ctx.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT count(*), count(DISTINCT click_id) FROM clicks WHERE code = $1", code)
+    return row[0], row[1]
+
+
+async def backlog(app: Starlette) -> int:
+    return await keys.backlog(app.state.ctx.redis, app.state.ctx.settings.redis_prefix)
+
+
+async def log_clicks(app: Starlette, code: str, n: int) -> list[str]:
+    ctx = app.state.ctx
+    clicks = []
+    for i in range(n):
+        at = now_ms()
+        clicks.append(Click(new_click_id(at), at, code, None, None, "", device_hash(f"{code}{i}"), "203.0.113.0",
+                            "ua", "", None))
+    await asyncio.gather(*(ctx.click_log.log(c, dedup=False) for c in clicks))
+    return [c.click_id for c in clicks]
+
+
+def writer_process(app: Starlette, log: Path) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "MCODE_ENV": "test", "MCODE_DATABASE_URL": DATABASE_URL, "MCODE_REDIS_URL": REDIS_URL,
+        "MCODE_ADMIN_TOKENS": ADMIN, "MCODE_SIGNING_KEYS": SIGNING, "MCODE_EVENT_SECRETS": SECRET,
+        "MCODE_REDIS_PREFIX": app.state.ctx.settings.redis_prefix,
+        "MCODE_SPOOL_DIR": app.state.ctx.settings.spool_dir,
+    }
+    with log.open("ab") as err:
+        return subprocess.Popen([sys.executable, "-m", "service.cli", "writer", "--batch", "500",
+                                 "--claim-idle-ms", "300"], env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+async def wait_until(predicate, seconds: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(seconds / 0.02)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_writer_killed_mid_batch_then_restarted_stores_every_click_once(app: Starlette, tmp_path: Path) -> None:
+    await drain(app)
+    code = "KILL" + uuid.uuid4().hex[:8]
+    n = 30_000
+    await log_clicks(app, code, n)
+    log = tmp_path / "writer.log"
+    first = writer_process(app, log)
+    try:
+        await wait_until(lambda: _some(app, code))
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    written, _ = await count(app, code)
+    assert 0 < written < n, "the writer should have died mid-way"
+    second = writer_process(app, log)
+    try:
+        await wait_until(lambda: _all(app, code, n))
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0, log.read_text()
+    assert await count(app, code) == (n, n)
+    assert await backlog(app) == 0
+
+
+async def _some(app: Starlette, code: str) -> bool:
+    return (await count(app, code))[0] > 0
+
+
+async def _all(app: Starlette, code: str, n: int) -> bool:
+    return (await count(app, code))[0] == n and await backlog(app) == 0
+
+
+async def test_batches_written_twice_are_stored_once(app: Starlette) -> None:
+    await drain(app)
+    code = "TWICE" + uuid.uuid4().hex[:8]
+    await log_clicks(app, code, 50)
+    ctx = app.state.ctx
+    a = new_writer(ctx)
+    reply = await ctx.redis.xreadgroup(keys.WRITER_GROUP, "reader-a", dict.fromkeys(a.streams, ">"), count=1000)
+    entries = [(stream, items) for stream, items in reply]
+    for _, items in entries:
+        async with ctx.pool.acquire() as conn:  # a writer that committed, then died before acking
+            await sql.write_batch(conn, [c.record() for c in decode(items)])
+    # another writer takes the unacknowledged entries over and writes them again
+    b = new_writer(ctx)
+    b.claim_idle_ms = 0
+    await b.claim_abandoned()
+    assert await count(app, code) == (50, 50)
+    assert await backlog(app) == 0
+
+
+async def buyer_click(client: httpx.AsyncClient, code: str, device: int) -> str:
+    headers = BUYER | {"user-agent": f"{BUYER['user-agent']} device/{device}"}
+    return click_id_of(await client.get(f"/e/{code}", headers=headers))
+
+
+async def test_postgres_unreachable_clicks_wait_in_the_stream(app: Starlette, client: httpx.AsyncClient,
+                                                              code: Maker) -> None:
+    await drain(app)
+    c = await code()
+    proxy = await Proxy(5432).start()
+    pool = await postgres.create_pool(DATABASE_URL.replace(":5432/", f":{proxy.port}/"), max_size=2)
+    ctx = app.state.ctx
+    writer = Writer(pool, ctx.redis, ctx.settings.redis_prefix, None, 3600, name="cut-off")
+    task = asyncio.create_task(writer.run())
+    try:
+        ids = [await buyer_click(client, c["code"], i) for i in range(20)]
+        await wait_until(lambda: _all(app, c["code"], 20))
+        await proxy.cut()
+        ids += [await buyer_click(client, c["code"], i) for i in range(20, 50)]
+        await asyncio.sleep(1.5)
+        assert await count(app, c["code"]) == (20, 20)
+        assert await backlog(app) >= 30
+        await proxy.restore()
+        await wait_until(lambda: _all(app, c["code"], 50))
+    finally:
+        writer.stop()
+        await task
+        await pool.close()
+        await proxy.close()
+    async with ctx.pool.acquire() as conn:
+        stored = {r[0] for r in await conn.fetch("SELECT click_id FROM clicks WHERE code = $1", c["code"])}
+    assert stored == set(ids)
+
+
+async def test_redis_unreachable_buyer_still_redirected_and_click_kept(code: Maker, tmp_path: Path) -> None:
+    proxy = await Proxy(6379).start()
+    app = create_app(make_settings(redis_url=f"redis://127.0.0.1:{proxy.port}/15", spool_dir=str(tmp_path)))
+    async with LifespanManager(app), contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(proxy.close)
+        c = await code()
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as buyer:
+            await proxy.cut()
+            first = await buyer.get(f"/e/{c['code']}", headers=BUYER)
+            again = await buyer.get(f"/e/{c['code']}", headers=BUYER)
+            bot = await buyer.get(f"/e/{c['code']}", headers={"user-agent": "curl/8"})
+            assert (first.status_code, again.status_code, bot.status_code) == (302, 302, 302)
+            assert list(tmp_path.glob("*.jsonl")), "the clicks wait in the local spool"
+            metrics = (await buyer.get("/metrics")).text
+            assert 'mcode_dependency_errors_total{dependency="redis"} 0.0' not in metrics
+        # the writer replays the spool into Postgres, judging the repeat there
+        writer = new_writer(app.state.ctx)
+        assert await writer.replay_spool() == 3
+    assert not list(tmp_path.glob("*.jsonl"))
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        rows = await conn.fetch("SELECT click_id, reason, original_click_id FROM clicks WHERE code = $1", c["code"])
+    finally:
+        await conn.close()
+    by_id = {r["click_id"]: (r["reason"], r["original_click_id"]) for r in rows}
+    first_id, again_id = click_id_of(first), click_id_of(again)
+    assert by_id[first_id] == (None, None)
+    assert by_id[again_id] == ("ERR_DUP", first_id)
+    assert by_id[click_id_of(bot)] == ("ERR_BOT", None)
+
