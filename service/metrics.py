@@ -23,6 +23,7 @@ EVENTS = Counter("mcode_events", "Order events by type and answered status.", ["
 ATTRIBUTIONS = Counter("mcode_attributions", "Order attribution results.", ["result"])
 DEPENDENCY_ERRORS = Counter("mcode_dependency_errors", "Failed calls to Redis or Postgres.", ["dependency"])
 CLICKS_WRITTEN = Counter("mcode_clicks_written", "Clicks the writer committed to Postgres.")
+CLICKS_REJECTED = Counter("mcode_clicks_rejected", "Stream entries set aside: not a click, or refused by Postgres.")
 
 for _reason in CLICK_REASONS:
     CLICKS.labels(_reason)

@@ -43,6 +43,10 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 POSTGRES_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
+# Errors about the data itself: retrying the same batch would fail forever.
+REJECTED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
 class PostgresUnavailable(Exception):
     pass
 
@@ -53,6 +57,8 @@ async def postgres(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     try:
         async with asyncio.timeout(30), pool.acquire() as conn:
             yield conn
+    except REJECTED:
+        raise
     except POSTGRES_ERRORS as exc:
         raise PostgresUnavailable(repr(exc)) from exc
 
@@ -61,8 +67,15 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def decode(entries: Sequence[Entry]) -> list[Click]:
-    return [Click.from_payload(fields[b"c"], fields.get(b"o")) for _, fields in entries]
+def decode(entries: Sequence[Entry]) -> tuple[list[Click], list[Entry]]:
+    """The clicks, and the entries that are not clicks (kept aside, never retried forever)."""
+    clicks, bad = [], []
+    for entry in entries:
+        try:
+            clicks.append(Click.from_payload(entry[1][b"c"], entry[1].get(b"o")))
+        except (KeyError, TypeError, ValueError):
+            bad.append(entry)
+    return clicks, bad
 
 
 class Writer:
@@ -71,6 +84,7 @@ class Writer:
         self.pool = pool
         self.redis = redis
         self.streams = keys.stream_keys(prefix)
+        self.rejects = keys.rejects_key(prefix)
         self.spool = spool
         self.dedup_window = timedelta(seconds=dedup_window_s)
         self.name = name or consumer_name()
@@ -144,9 +158,14 @@ class Writer:
     async def commit(self, stream: bytes | str, entries: Sequence[Entry]) -> int:
         if not entries:
             return 0
-        clicks = decode(entries)
+        clicks, bad = decode(entries)
         async with postgres(self.pool) as conn:
-            await sql.write_batch(conn, [c.record() for c in clicks])
+            try:
+                await sql.write_batch(conn, [c.record() for c in clicks])
+            except REJECTED:
+                bad += await self._one_by_one(conn, entries)
+        if bad:
+            await self._set_aside(bad)
         ids = [entry_id for entry_id, _ in entries]
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xack(stream, keys.WRITER_GROUP, *ids)
@@ -154,6 +173,29 @@ class Writer:
             await pipe.execute()
         metrics.CLICKS_WRITTEN.inc(len(clicks))
         return len(clicks)
+
+    async def _one_by_one(self, conn: asyncpg.Connection, entries: Sequence[Entry]) -> list[Entry]:
+        """Postgres refused the batch for its data: write what it accepts, return the rest."""
+        refused = []
+        for entry in entries:
+            clicks, _ = decode([entry])
+            try:
+                if clicks:
+                    await sql.write_batch(conn, [clicks[0].record()])
+            except REJECTED as exc:
+                log.error("writer: postgres refused click entry %r: %r", entry[0], exc)
+                refused.append(entry)
+        return refused
+
+    async def _set_aside(self, entries: Sequence[Entry]) -> None:
+        """Entries that can never be written go to a stream of their own for a person to look at."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id, fields in entries:
+                kept: dict[Any, Any] = {**fields, b"from": entry_id}
+                pipe.xadd(self.rejects, kept)
+            await pipe.execute()
+        metrics.CLICKS_REJECTED.inc(len(entries))
+        log.error("writer: set aside %d entries in %s", len(entries), self.rejects)
 
     async def claim_abandoned(self) -> int:
         written = 0

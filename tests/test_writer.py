@@ -109,7 +109,7 @@ async def test_batches_written_twice_are_stored_once(app: Starlette) -> None:
     entries = [(stream, items) for stream, items in reply]
     for _, items in entries:
         async with ctx.pool.acquire() as conn:  # a writer that committed, then died before acking
-            await sql.write_batch(conn, [c.record() for c in decode(items)])
+            await sql.write_batch(conn, [c.record() for c in decode(items)[0]])
     # another writer takes the unacknowledged entries over and writes them again
     b = new_writer(ctx)
     b.claim_idle_ms = 0
@@ -183,3 +183,23 @@ async def test_redis_unreachable_buyer_still_redirected_and_click_kept(code: Mak
     assert by_id[again_id] == ("ERR_DUP", first_id)
     assert by_id[click_id_of(bot)] == ("ERR_BOT", None)
 
+
+
+async def test_entries_that_can_never_be_stored_are_set_aside_not_retried(app: Starlette) -> None:
+    await drain(app)
+    ctx = app.state.ctx
+    prefix = ctx.settings.redis_prefix
+    code = "POISON" + uuid.uuid4().hex[:6]
+    good = await log_clicks(app, code, 5)
+    stream = keys.stream_key(prefix, 0)
+    await ctx.redis.xadd(stream, {"c": "not json"})
+    at = now_ms()
+    refused = Click(new_click_id(at), at, code, None, None, "ERR_NOPE", "d", "1.2.3.0", "ua", "")
+    await ctx.redis.xadd(stream, {"c": refused.payload()})
+    await drain(app)
+    async with ctx.pool.acquire() as conn:
+        stored = {r[0] for r in await conn.fetch("SELECT click_id FROM clicks WHERE code = $1", code)}
+    assert stored == set(good)
+    rejected = await ctx.redis.xrange(keys.rejects_key(prefix))
+    payloads = [fields[b"c"] for _, fields in rejected]
+    assert b"not json" in payloads and refused.payload().encode() in payloads

@@ -12,6 +12,7 @@ COLUMNS = (
     "click_id", "clicked_at", "code", "seller_id", "product_id", "reason",
     "device_hash", "ip", "user_agent", "referer", "original_click_id",
 )
+_COLS = ", ".join(COLUMNS)
 # Partitions made ahead of time, so that the default partition stays empty in normal running.
 DAYS_AHEAD = 7
 
@@ -49,11 +50,12 @@ async def ensure_partitions(conn: asyncpg.Connection, today: date | None = None)
 async def write_batch(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> int:
     """Insert clicks that are not there yet; returns how many were new. Safe to repeat."""
     async with conn.transaction():
-        await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS clicks_in (LIKE clicks) ON COMMIT DELETE ROWS"
-        )
+        if not await conn.fetchval("SELECT to_regclass('pg_temp.clicks_in') IS NOT NULL"):
+            await conn.execute(
+                f"CREATE TEMP TABLE clicks_in ON COMMIT DELETE ROWS AS SELECT {_COLS} FROM clicks WITH NO DATA"
+            )
         await conn.copy_records_to_table("clicks_in", records=records, columns=COLUMNS)
-        status = await conn.execute("INSERT INTO clicks SELECT * FROM clicks_in ON CONFLICT DO NOTHING")
+        status = await conn.execute(f"INSERT INTO clicks ({_COLS}) SELECT {_COLS} FROM clicks_in ON CONFLICT DO NOTHING")
     return int(status.rsplit(" ", 1)[1])
 
 

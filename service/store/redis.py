@@ -40,3 +40,8 @@ def attribution_key(prefix: str, click_id: str) -> str:
 def dedup_key(prefix: str, code: str, device_hash: str) -> str:
     """The first valid click id of a device on a code; expires with the dedup window."""
     return f"{prefix}dd:{code}:{device_hash}"
+
+
+def rejects_key(prefix: str) -> str:
+    """Stream entries the writer could not store (corrupt, or refused by Postgres): kept, not retried."""
+    return f"{prefix}clicks:rejected"
