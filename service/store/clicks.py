@@ -55,7 +55,9 @@ async def write_batch(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...
                 f"CREATE TEMP TABLE clicks_in ON COMMIT DELETE ROWS AS SELECT {_COLS} FROM clicks WITH NO DATA"
             )
         await conn.copy_records_to_table("clicks_in", records=records, columns=COLUMNS)
-        status = await conn.execute(f"INSERT INTO clicks ({_COLS}) SELECT {_COLS} FROM clicks_in ON CONFLICT DO NOTHING")
+        status = await conn.execute(
+            f"INSERT INTO clicks ({_COLS}) SELECT {_COLS} FROM clicks_in ON CONFLICT DO NOTHING"
+        )
     return int(status.rsplit(" ", 1)[1])
 
 
