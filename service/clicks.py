@@ -35,6 +35,7 @@ REDIS_TIMEOUT_S = 1.0
 # A burst larger than this is split, so one script call stays well inside REDIS_TIMEOUT_S
 # and does not hold Redis (single-threaded) for long.
 MAX_BATCH = 256
+MAX_INFLIGHT = 4
 
 
 def new_click_id(now_ms: int) -> str:
@@ -114,9 +115,10 @@ return out
 
 
 class ClickLog:
-    """Logs clicks with one script call at a time: the clicks that arrive while a call is in
-    flight wait for the next one (group commit), so under load batches grow by themselves and
-    the per-call cost of the client is paid once for many clicks."""
+    """Logs the clicks of an event-loop tick with one script call; at most MAX_INFLIGHT calls
+    at once. Clicks that arrive while all are in flight wait for the next free one (group
+    commit), so under load batches grow by themselves and the client's per-call cost is paid
+    once for many clicks, while a burst cannot pile up calls that time out."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str, dedup_window_s: int, attribution_window_s: int,
                  spool: Spool) -> None:
@@ -126,25 +128,24 @@ class ClickLog:
         self.ttls = (str(dedup_window_s), str(attribution_window_s + ATTRIBUTION_SLACK_S))
         self.script = redis.register_script(LOG_SCRIPT)
         self.pending: list[tuple[Click, bool, asyncio.Future[str]]] = []
-        self.pump: asyncio.Task[None] | None = None
+        self.pumps: set[asyncio.Task[None]] = set()
 
     def log(self, click: Click, dedup: bool) -> asyncio.Future[str]:
         """Resolves, once the click is durable, to the first click's id for a repeat, else ''."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
         self.pending.append((click, dedup, future))
-        if self.pump is None:
-            self.pump = loop.create_task(self._run())
+        if len(self.pending) == 1 and len(self.pumps) < MAX_INFLIGHT:
+            pump = loop.create_task(self._run())
+            self.pumps.add(pump)
+            pump.add_done_callback(self.pumps.discard)
         return future
 
     async def _run(self) -> None:
-        try:
-            await asyncio.sleep(0)  # let the rest of this loop tick add its clicks
-            while self.pending:
-                batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
-                await self._write(batch)
-        finally:
-            self.pump = None
+        await asyncio.sleep(0)  # let the rest of this loop tick add its clicks
+        while self.pending:
+            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+            await self._write(batch)
 
     async def _write(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> None:
         script_keys: list[str] = []
@@ -183,8 +184,8 @@ class ClickLog:
 
     async def drain(self) -> None:
         """Wait for every click already handed over (graceful shutdown)."""
-        while self.pump is not None:
-            await asyncio.shield(self.pump)
+        while self.pumps:
+            await asyncio.gather(*self.pumps, return_exceptions=True)
 
 
 def now_ms() -> int:

@@ -33,6 +33,9 @@ log = logging.getLogger("mcode.writer")
 
 BATCH = 5000
 BLOCK_MS = 500
+# After a batch smaller than BATCH, wait this long for more: a few hundred milliseconds of lag
+# buy batches large enough that the per-batch cost (round trips, a transaction) stops mattering.
+LINGER_S = 0.25
 # An entry read but not acknowledged for this long belongs to a writer presumed dead.
 CLAIM_IDLE_MS = 15_000
 CLAIM_EVERY_S = 5.0
@@ -110,7 +113,8 @@ class Writer:
         log.info("click writer %s started", self.name)
         while not self.stopping.is_set():
             try:
-                await self.step()
+                if await self.step() < self.batch:
+                    await self._pause(LINGER_S)
             except PostgresUnavailable as exc:
                 metrics.DEPENDENCY_ERRORS.labels("postgres").inc()
                 log.warning("writer: postgres unavailable, clicks wait in the stream: %s", exc)
@@ -124,9 +128,9 @@ class Writer:
     def stop(self) -> None:
         self.stopping.set()
 
-    async def _pause(self) -> None:
+    async def _pause(self, seconds: float = RETRY_S) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), RETRY_S)
+            await asyncio.wait_for(self.stopping.wait(), seconds)
 
     async def step(self) -> int:
         """One round: housekeeping when due, then one batch. Returns clicks committed."""

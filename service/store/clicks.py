@@ -48,7 +48,17 @@ async def ensure_partitions(conn: asyncpg.Connection, today: date | None = None)
 
 
 async def write_batch(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> int:
-    """Insert clicks that are not there yet; returns how many were new. Safe to repeat."""
+    """Insert clicks that are not there yet; returns how many were new. Safe to repeat.
+
+    The usual batch is new and goes straight in with COPY; a batch written before (a writer
+    that died between commit and acknowledgement) goes through ON CONFLICT DO NOTHING instead.
+    """
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table("clicks", records=records, columns=COLUMNS)
+        return len(records)
+    except asyncpg.UniqueViolationError:
+        pass
     async with conn.transaction():
         if not await conn.fetchval("SELECT to_regclass('pg_temp.clicks_in') IS NOT NULL"):
             await conn.execute(

@@ -1,0 +1,237 @@
+"""The redirect benchmark: the service and bare Starlette, alternated in one run, driven by wrk.
+
+    scripts/dev.sh bench [--duration 10] [--rounds 2] [--connections 64] [--writer-clicks 200000]
+
+Prints, per round and overall: req/s, p50 and p99 for both, the ratio service/bare, clicks
+answered vs clicks in Postgres (lost must be 0), the click-to-Postgres lag, and a separate
+writer benchmark in clicks/s. Ratios, not absolute numbers, are what compare across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PG_ROOT = os.environ.get("MCODE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+DB = "mcode_bench"
+DATABASE_URL = f"{PG_ROOT}/{DB}"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+PREFIX = "bench:"
+ADMIN = "bench-admin-token-0123456789"
+UVICORN_FLAGS = ["--workers", "2", "--host", "127.0.0.1", "--no-access-log", "--no-proxy-headers",
+                 "--no-server-header", "--http", "httptools", "--loop", "uvloop", "--log-level", "warning"]
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env() -> dict[str, str]:
+    return os.environ | {
+        "MCODE_ENV": "dev", "MCODE_DATABASE_URL": DATABASE_URL, "MCODE_REDIS_URL": REDIS_URL,
+        "MCODE_REDIS_PREFIX": PREFIX, "MCODE_ADMIN_TOKENS": ADMIN, "MCODE_COOKIE_SECURE": "0",
+        "MCODE_SPOOL_DIR": "/tmp/mcode-bench-spool", "PYTHONPATH": str(ROOT),
+    }
+
+
+def start(app: str, port: int) -> subprocess.Popen[bytes]:
+    uvicorn = str(Path(sys.executable).with_name("uvicorn"))
+    return subprocess.Popen([uvicorn, app, "--port", str(port), *UVICORN_FLAGS], env=env(), cwd=ROOT)
+
+
+async def wait_ready(url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(200):
+            try:
+                await client.get(url)
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, seconds: int, connections: int, run_id: str) -> WrkResult:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(HERE / "clicks.lua"), url,
+         "--", run_id],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(errors_match.group(1)) if errors_match else 0
+    if socket_errors:
+        errors += sum(int(x) for x in socket_errors.groups())
+    return WrkResult(requests, rps, p50, p99, errors)
+
+
+async def reset_stores() -> None:
+    conn = await asyncpg.connect(f"{PG_ROOT}/postgres")
+    await conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+    await conn.close()
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    await redis.flushdb()
+    await redis.aclose()
+    shutil.rmtree("/tmp/mcode-bench-spool", ignore_errors=True)
+
+
+async def make_code(base: str) -> str:
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers) as c:
+        (await c.put("/v1/sellers/bench", json={"name": "Bench", "status": "active", "verified": True,
+                                                "affiliate_enabled": True})).raise_for_status()
+        (await c.put("/v1/products/bench-p", json={
+            "seller_id": "bench", "url": "https://www.aliexpress.com/item/1.html?spm=x#top", "category": "toys",
+            "status": "listed", "stock": 100})).raise_for_status()
+        r = await c.post("/v1/codes", json={"seller_id": "bench", "product_id": "bench-p", "utm_source": "ig",
+                                            "utm_medium": "social", "utm_campaign": "ig_202411_bench",
+                                            "utm_content": "load"})
+        r.raise_for_status()
+        return str(r.json()["code"])
+
+
+async def stored(code: str) -> tuple[int, int, float, float]:
+    """(clicks stored, valid among them, lag p50 ms, lag p99 ms) once the writers caught up."""
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    conn = await asyncpg.connect(DATABASE_URL)
+    try:
+        for _ in range(600):
+            lengths = [await redis.xlen(f"{PREFIX}{{s{i}}}:clicks") for i in range(4)]
+            if sum(lengths) == 0:
+                break
+            await asyncio.sleep(0.1)
+        row = await conn.fetchrow(
+            """
+            SELECT count(*) AS n, count(*) FILTER (WHERE reason IS NULL) AS valid,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM written_at - clicked_at)) AS p50,
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM written_at - clicked_at)) AS p99
+            FROM clicks WHERE code = $1
+            """,
+            code,
+        )
+        return row["n"], row["valid"], (row["p50"] or 0) * 1000, (row["p99"] or 0) * 1000
+    finally:
+        await conn.close()
+        await redis.aclose()
+
+
+async def writer_bench(n: int) -> float:
+    """Clicks/s of one writer draining n clicks already in the streams."""
+    sys.path.insert(0, str(ROOT))
+    from service.clicks import Click, ClickLog, new_click_id, now_ms
+    from service.devices import device_hash
+    from service.spool import Spool
+    from service.store import postgres
+    from service.writer import Writer
+
+    prefix = f"wbench{uuid.uuid4().hex[:6]}:"
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    pool = await postgres.create_pool(DATABASE_URL, max_size=2)
+    log = ClickLog(redis, prefix, 3600, 1800, Spool("/tmp/mcode-bench-spool"))
+    at = now_ms()
+    futures = []
+    for i in range(n):
+        click = Click(new_click_id(at), at, "WRITERBENCH", "bench", "bench-p", "", device_hash(str(i)),
+                      "203.0.113.0", "Mozilla/5.0 bench", "https://instagram.com/")
+        futures.append(log.log(click, dedup=False))
+    await asyncio.gather(*futures)
+    writer = Writer(pool, redis, prefix, None, 3600, name="bench")
+    await writer.step()  # partitions, group, first batch: not timed
+    started = time.perf_counter()
+    total = 0
+    while True:
+        done = await writer.step()
+        total += done
+        if done == 0:
+            break
+    elapsed = time.perf_counter() - started
+    await pool.close()
+    await redis.aclose()
+    return total / elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--writer-clicks", type=int, default=200_000)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk (Debian/Ubuntu) or brew install wrk")
+
+    await reset_stores()
+    bare_port, service_port = free_port(), free_port()
+    bare = start("loadtests.bare:app", bare_port)
+    service = start("service.app:app", service_port)
+    try:
+        await wait_ready(f"http://127.0.0.1:{bare_port}/e/x")
+        await wait_ready(f"http://127.0.0.1:{service_port}/healthz")
+        code = await make_code(f"http://127.0.0.1:{service_port}")
+        print(f"code {code}; {args.connections} connections, {args.duration}s per run, 2 uvicorn workers each\n")
+        print(f"{'round':<6}{'app':<9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'ratio':>8}")
+        bare_runs, service_runs = [], []
+        for rnd in range(1, args.rounds + 1):
+            b = wrk(f"http://127.0.0.1:{bare_port}/e/{code}", args.duration, args.connections, f"b{rnd}")
+            s = wrk(f"http://127.0.0.1:{service_port}/e/{code}", args.duration, args.connections, f"s{rnd}")
+            bare_runs.append(b)
+            service_runs.append(s)
+            print(f"{rnd:<6}{'bare':<9}{b.rps:>10.0f}{b.p50_ms:>9.2f}{b.p99_ms:>9.2f}{b.errors:>8}")
+            print(f"{'':<6}{'service':<9}{s.rps:>10.0f}{s.p50_ms:>9.2f}{s.p99_ms:>9.2f}{s.errors:>8}"
+                  f"{s.rps / b.rps:>8.2f}")
+        bare_rps = sum(r.rps for r in bare_runs) / len(bare_runs)
+        service_rps = sum(r.rps for r in service_runs) / len(service_runs)
+        sent = sum(r.requests for r in service_runs)
+        n, valid, lag50, lag99 = await stored(code)
+        print(f"\nratio service/bare (mean of rounds): {service_rps / bare_rps:.2f}")
+        print(f"service p99 worst round: {max(r.p99_ms for r in service_runs):.2f} ms")
+        print(f"clicks answered (wrk count): {sent}; in Postgres: {n} (valid {valid}); "
+              f"lost: {max(0, sent - n)}")
+        print(f"click->Postgres lag: p50 {lag50:.0f} ms, p99 {lag99:.0f} ms")
+    finally:
+        for proc in (bare, service):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (bare, service):
+            proc.wait(timeout=30)
+    rate = await writer_bench(args.writer_clicks)
+    print(f"writer: {rate:,.0f} clicks/s ({args.writer_clicks} clicks, one writer, batch 5000)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
