@@ -14,7 +14,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from service import catalog, imports, ops, redirect
+from service import catalog, events, imports, ops, redirect
+from service.attribution import Clicks
 from service.bots import Bots
 from service.clicks import ClickLog
 from service.codes import Signer
@@ -48,6 +49,7 @@ ROUTES = [
     Route("/v1/codes/bulk", imports.post_bulk, methods=["POST"]),
     Route("/v1/codes/{code}", catalog.get_code, methods=["GET"]),
     Route("/v1/codes/{code}", catalog.patch_code, methods=["PATCH"]),
+    Route("/v1/events", events.post_event, methods=["POST"]),
 ]
 
 
@@ -65,6 +67,7 @@ async def open_context(settings: Settings) -> Context:
         spool=spool,
         click_log=ClickLog(redis, settings.redis_prefix, settings.dedup_window_s, settings.attribution_window_s,
                            spool),
+        attribution=Clicks(redis, pool, settings.redis_prefix, settings.attribution_window_s),
     )
 
 

@@ -87,14 +87,16 @@ class Click:
 
 # KEYS per click: stream, attribution record, dedup mark.
 # ARGV: dedup ttl, attribution ttl, then per click: kind ('v' dedup candidate, else '-'),
-# click id, payload, time in ms, reason. Returns per click the first click's id for a repeat, else ''.
+# click id, payload, time in ms, reason, "code|seller". Returns per click the first click's id
+# for a repeat, else ''. The attribution record is "time ms|reason|first click id|code|seller".
 LOG_SCRIPT = """
 local dedup_ttl, attr_ttl = ARGV[1], ARGV[2]
 local out = {}
 for i = 0, #KEYS / 3 - 1 do
   local stream, akey, dkey = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local a = 5 * i + 3
+  local a = 6 * i + 3
   local kind, cid, payload, ts, reason = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local where = ARGV[a + 5]
   local first = false
   if kind == 'v' and not redis.call('SET', dkey, cid, 'NX', 'EX', dedup_ttl) then
     first = redis.call('GET', dkey)
@@ -102,11 +104,11 @@ for i = 0, #KEYS / 3 - 1 do
   end
   if first then
     redis.call('XADD', stream, '*', 'c', payload, 'o', first)
-    redis.call('SET', akey, ts .. '|ERR_DUP|' .. first, 'EX', attr_ttl)
+    redis.call('SET', akey, ts .. '|ERR_DUP|' .. first .. '|' .. where, 'EX', attr_ttl)
     out[i + 1] = first
   else
     redis.call('XADD', stream, '*', 'c', payload)
-    redis.call('SET', akey, ts .. '|' .. reason .. '|', 'EX', attr_ttl)
+    redis.call('SET', akey, ts .. '|' .. reason .. '||' .. where, 'EX', attr_ttl)
     out[i + 1] = ''
   end
 end
@@ -154,7 +156,8 @@ class ClickLog:
             stream = keys.stream_key(self.prefix, zlib.crc32(click.device_hash.encode()) % keys.STREAM_SHARDS)
             script_keys += [stream, keys.attribution_key(self.prefix, click.click_id),
                             keys.dedup_key(self.prefix, click.code, click.device_hash)]
-            args += ["v" if dedup else "-", click.click_id, click.payload(), str(click.at_ms), click.reason]
+            args += ["v" if dedup else "-", click.click_id, click.payload(), str(click.at_ms), click.reason,
+                     f"{click.code}|{click.seller_id or ''}"]
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
                 firsts = await self.script(keys=script_keys, args=args)

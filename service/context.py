@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
+from service.attribution import Clicks
 from service.bots import Bots
 from service.clicks import ClickLog
 from service.codes import Signer
@@ -29,6 +30,7 @@ class Context:
     bots: Bots
     spool: Spool
     click_log: ClickLog
+    attribution: Clicks
 
     def short_url(self, code: str) -> str:
         return f"{self.settings.public_url.rstrip('/')}/e/{code}"

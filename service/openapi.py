@@ -59,7 +59,22 @@ def _path(name: str) -> S:
     return {"name": name, "in": "path", "required": True, "schema": STR}
 
 
-ERRORS = {code: {"description": f"ERR_{code}", **_json(ERROR)} for code in ("400", "401", "403", "404", "422")}
+ERRORS = {code: {"description": f"ERR_{code}", **_json(ERROR)}
+          for code in ("400", "401", "403", "404", "409", "413", "422")}
+
+EVENT_IN = _obj({
+    "event_id": STR, "type": {"type": "string", "enum": ["cart", "order", "payment", "refund"]},
+    "occurred_at": TIME, "click_id": STR, "order_id": STR,
+    "amount": {"type": "string", "description": "decimal string > 0, at most the currency's minor unit"},
+    "currency": {"type": "string", "description": "ISO 4217"}, "category": STR,
+}, ("event_id", "type", "occurred_at"))
+EVENT_OUT = _obj({
+    "event_id": STR, "type": STR,
+    "status": {"type": "string", "enum": ["attributed", "not_attributed", "recorded"]},
+    "reason": NSTR, "click_id": NSTR, "code": NSTR, "order_id": NSTR,
+    "commission": _obj({"amount": STR, "currency": STR, "rate": STR,
+                        "status": {"type": "string", "enum": ["pending", "payable", "reversed"]}}),
+})
 
 # (method, path, summary, parameters, request body, {status: response schema})
 ENDPOINTS: list[tuple[str, str, str, list[S], S | None, dict[str, S]]] = [
@@ -83,6 +98,8 @@ ENDPOINTS: list[tuple[str, str, str, list[S], S | None, dict[str, S]]] = [
      {"200": BULK}),
     ("get", "/v1/codes/{code}", "Read a code", [_path("code")], None, {"200": CODE}),
     ("patch", "/v1/codes/{code}", "Enable or disable a code", [_path("code")], _body(CodePatch), {"200": CODE}),
+    ("post", "/v1/events", "Record a signed order event (Mcode-Signature: t=<unix>,v1=<hex HMAC-SHA256>)", [],
+     {"required": True, **_json(EVENT_IN)}, {"200": EVENT_OUT, "201": EVENT_OUT}),
 ]
 MODELS: list[type[BaseModel]] = [SellerIn, ProductIn, RateIn, CodeIn, CodePatch]
 

@@ -24,6 +24,7 @@ DATABASE_URL = f"{PG_ROOT}/mcode_test_{RUN}"
 ADMIN = "test-admin-token-0123456789"
 SIGNING = "test-signing-key-0123456789"
 SECRET = "test-event-secret-0123456789"
+OLD_SECRET = "test-event-secret-old-012345"
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -35,7 +36,7 @@ def make_settings(**overrides: Any) -> Settings:
         "public_url": "https://mc.example.net",
         "admin_tokens": (ADMIN,),
         "signing_keys": (SIGNING,),
-        "event_secrets": (SECRET,),
+        "event_secrets": (SECRET, OLD_SECRET),
         "embedded_writer": False,
         "cache_ttl_s": 0,
         "cookie_secure": True,

@@ -33,7 +33,8 @@ async def backlog(redis: aioredis.Redis, prefix: str) -> int:
 
 
 def attribution_key(prefix: str, click_id: str) -> str:
-    """`<time ms>|<reason>|<first click id>` of a click, for order events (reason '' is valid)."""
+    """`<time ms>|<reason>|<first click id>|<code>|<seller>` of a click, for order events
+    (reason '' is valid; the first click id is set for ERR_DUP)."""
     return f"{prefix}ck:{click_id}"
 
 

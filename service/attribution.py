@@ -1,0 +1,87 @@
+"""Which click an order or cart belongs to, and whether it counts.
+
+The click is looked up in Redis first (its attribution record is written in the same round
+trip as the redirect, so an order posted the instant after is judged right), then Postgres.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service import metrics
+from service.clicks import VALID, click_time
+from service.errors import ApiError
+from service.store import clicks as click_sql
+from service.store import redis as keys
+
+CLICK_ID_RE = re.compile(r"[0-9a-f]{28}")
+
+
+@dataclass(frozen=True)
+class ClickFacts:
+    click_id: str
+    at: datetime
+    reason: str  # VALID or an ERR_ code
+    first: str | None  # the first click's id, for ERR_DUP
+    code: str
+    seller_id: str | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    attributed: bool
+    reason: str | None  # ERR_NO_CLICK, ERR_INVALID_CLICK, ERR_WINDOW
+    click: ClickFacts | None  # the click that counts (the first one, for a repeat)
+
+
+class Clicks:
+    def __init__(self, redis: aioredis.Redis, pool: asyncpg.Pool, prefix: str, window_s: int) -> None:
+        self.redis = redis
+        self.pool = pool
+        self.prefix = prefix
+        self.window = timedelta(seconds=window_s)
+
+    async def find(self, click_id: str) -> ClickFacts | None:
+        if not CLICK_ID_RE.fullmatch(click_id):
+            return None
+        redis_failed = False
+        try:
+            value = await self.redis.get(keys.attribution_key(self.prefix, click_id))
+        except (RedisError, OSError):
+            metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+            value, redis_failed = None, True
+        if value is not None:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            at_ms, reason, first, code, seller = text.split("|", 4)
+            return ClickFacts(click_id, datetime.fromtimestamp(int(at_ms) / 1000, UTC), reason, first or None,
+                              code, seller or None)
+        async with self.pool.acquire() as conn:
+            row = await click_sql.find_click(conn, click_id, click_time(click_id))
+        if row is None:
+            if redis_failed:
+                # The click may be answered but not yet in Postgres: saying "no click" could be wrong.
+                raise ApiError("ERR_503", "clicks cannot be looked up right now; retry this event")
+            return None
+        return ClickFacts(click_id, row["clicked_at"], row["reason"] or VALID, row["original_click_id"],
+                          row["code"], row["seller_id"])
+
+    async def judge(self, click_id: str, occurred_at: datetime) -> Verdict:
+        facts = await self.find(click_id)
+        if facts is None:
+            return Verdict(False, "ERR_NO_CLICK", None)
+        if facts.reason == "ERR_DUP" and facts.first:
+            first = await self.find(facts.first)
+            if first is None:
+                return Verdict(False, "ERR_NO_CLICK", facts)
+            facts = first
+        if facts.reason != VALID:
+            return Verdict(False, "ERR_INVALID_CLICK", facts)
+        if not timedelta(0) <= occurred_at - facts.at <= self.window:
+            return Verdict(False, "ERR_WINDOW", facts)
+        return Verdict(True, None, facts)

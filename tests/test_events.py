@@ -1,0 +1,259 @@
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from asgi_lifespan import LifespanManager
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+
+from service.app import create_app
+from service.clicks import click_time
+from service.events import round_money
+from service.store import redis as keys
+from tests.conftest import ADMIN_HEADERS, OLD_SECRET, SECRET, Maker, drain, make_settings, uid
+from tests.test_redirect import BUYER, IPHONE, click_id_of
+
+
+def signed(body: bytes, secret: str = SECRET, t: int | None = None) -> dict[str, str]:
+    stamp = str(int(time.time()) if t is None else t)
+    mac = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {"mcode-signature": f"t={stamp},v1={mac}", "content-type": "application/json"}
+
+
+async def post(client: httpx.AsyncClient, event: dict[str, Any], **sign: Any) -> httpx.Response:
+    body = json.dumps(event).encode()
+    return await client.post("/v1/events", content=body, headers=signed(body, **sign))
+
+
+def iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def now() -> str:
+    return iso(datetime.now(UTC))
+
+
+async def a_click(client: httpx.AsyncClient, code: Maker, **code_fields: Any) -> tuple[dict[str, Any], str]:
+    c = await code(**code_fields)
+    r = await client.get(f"/e/{c['code']}", headers=BUYER)
+    return c, click_id_of(r)
+
+
+def order(click_id: str, amount: str = "19.99", currency: str = "USD", category: str = "toys",
+          at: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"event_id": uid("e"), "type": "order", "occurred_at": at or now(), "order_id": uid("o"),
+            "click_id": click_id, "amount": amount, "currency": currency, "category": category} | extra
+
+
+async def test_signature_edge_cases(client: httpx.AsyncClient, code: Maker) -> None:
+    _, click_id = await a_click(client, code)
+    event = order(click_id)
+    body = json.dumps(event).encode()
+    t = int(time.time())
+    refusals = [
+        {},
+        {"mcode-signature": "garbage"},
+        {"mcode-signature": f"t={t}"},
+        signed(body, secret="not-our-secret-0123456789"),
+        signed(body, t=t - 310),
+        signed(body, t=t + 310),
+        signed(body + b" ", t=t),  # the body changed after signing
+        {"mcode-signature": signed(body, t=t)["mcode-signature"].replace(f"t={t}", f"t={t + 1}")},
+    ]
+    for headers in refusals:
+        r = await client.post("/v1/events", content=body, headers=headers)
+        assert (r.status_code, r.json().get("error", {}).get("code")) == (401, "ERR_401"), (headers, r.text)
+    # nothing was recorded by the refusals: the first accepted post is a 201
+    r = await client.post("/v1/events", content=body, headers=signed(body, secret=OLD_SECRET, t=t - 299))
+    assert r.status_code == 201, r.text
+
+
+async def test_order_right_after_the_click_is_attributed(client: httpx.AsyncClient, code: Maker) -> None:
+    cat = uid("cat")
+    await client.put(f"/v1/commission-rates/{cat}", json={"rate": "0.08"}, headers=ADMIN_HEADERS)
+    c, click_id = await a_click(client, code)
+    r = await post(client, order(click_id, category=cat))
+    assert r.status_code == 201, r.text
+    answer = r.json()
+    assert answer["status"] == "attributed" and answer["reason"] is None
+    assert answer["click_id"] == click_id and answer["code"] == c["code"]
+    assert answer["commission"] == {"amount": "1.60", "currency": "USD", "rate": "0.08", "status": "pending"}
+
+
+async def test_default_rate_and_minor_units(client: httpx.AsyncClient, code: Maker) -> None:
+    _, click_id = await a_click(client, code)
+    r = await post(client, order(click_id, amount="1001", currency="JPY", category=uid("none")))
+    assert r.json()["commission"] == {"amount": "50", "currency": "JPY", "rate": "0.05", "status": "pending"}
+    _, click_id = await a_click(client, code)
+    r = await post(client, order(click_id, amount="10.005", currency="KWD", category=uid("none")))
+    assert r.json()["commission"]["amount"] == "0.500"  # 0.50025 half-even to 3 places
+
+
+async def test_event_validation(client: httpx.AsyncClient) -> None:
+    base = order("0" * 28)
+    cases = {
+        "amount": ["0", "-1", "abc", 19.99, "1e3", "19.999"],
+        "currency": ["usd", "XXX", "XAU", 840],
+        "occurred_at": ["2024-05-01 12:00:00", "yesterday", iso(datetime.now(UTC) + timedelta(seconds=400))],
+        "type": ["purchase"],
+        "event_id": ["", 5, "x" * 200],
+        "click_id": [None],
+    }
+    for field, values in cases.items():
+        for value in values:
+            r = await post(client, base | {"event_id": uid("e"), field: value} if field != "event_id"
+                           else base | {field: value})
+            assert r.status_code == 422, (field, value, r.text)
+            assert field in r.json()["error"]["fields"], (field, value)
+    r = await post(client, order("0" * 28, amount="100.5", currency="JPY"))
+    assert r.json()["error"]["fields"]["amount"].startswith("at most 0 decimal")
+    r = await post(client, base | {"occurred_at": iso(datetime.now(UTC) + timedelta(seconds=250))})
+    assert r.status_code == 201  # up to 300 s ahead is clock skew, not an error
+    body = b"{oops"
+    r = await client.post("/v1/events", content=body, headers=signed(body))
+    assert r.status_code == 400
+
+
+async def test_idempotency(client: httpx.AsyncClient, code: Maker) -> None:
+    _, click_id = await a_click(client, code)
+    event = order(click_id)
+    first = await post(client, event)
+    assert first.status_code == 201
+    again = await post(client, dict(reversed(list(event.items()))))  # same JSON, other key order
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    other = await post(client, event | {"amount": "20.00"})
+    assert (other.status_code, other.json()["error"]["code"]) == (409, "ERR_409")
+    same_order = await post(client, event | {"event_id": uid("e")})
+    assert same_order.status_code == 409
+
+
+async def test_payment_and_refunds(client: httpx.AsyncClient, code: Maker) -> None:
+    _, click_id = await a_click(client, code)
+    o = order(click_id, amount="100.00")
+    assert (await post(client, o)).json()["commission"]["amount"] == "5.00"
+    for kind in ("payment", "refund"):
+        r = await post(client, {"event_id": uid("e"), "type": kind, "occurred_at": now(), "order_id": uid("none")})
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "ERR_404")
+    r = await post(client, {"event_id": uid("e"), "type": "payment", "occurred_at": now(), "order_id": o["order_id"]})
+    assert r.status_code == 201
+    assert r.json()["status"] == "recorded"
+    assert r.json()["commission"] == {"amount": "5.00", "currency": "USD", "rate": "0.05", "status": "payable"}
+    assert r.json()["click_id"] == click_id
+    refund = {"type": "refund", "occurred_at": now(), "order_id": o["order_id"]}
+    r = await post(client, refund | {"event_id": uid("e"), "amount": "30.00"})
+    assert r.json()["commission"] == {"amount": "3.50", "currency": "USD", "rate": "0.05", "status": "payable"}
+    r = await post(client, refund | {"event_id": uid("e"), "amount": "70.01"})
+    assert r.status_code == 422
+    r = await post(client, refund | {"event_id": uid("e"), "amount": "1", "currency": "EUR"})
+    assert r.status_code == 422
+    r = await post(client, refund | {"event_id": uid("e")})  # the rest
+    assert r.json()["commission"] == {"amount": "0.00", "currency": "USD", "rate": "0.05", "status": "reversed"}
+    r = await post(client, refund | {"event_id": uid("e")})
+    assert r.status_code == 422
+
+
+async def test_not_attributed_reasons(app: Starlette, client: httpx.AsyncClient, code: Maker) -> None:
+    r = await post(client, order("0123456789abcdef0123456789ab"))
+    assert (r.json()["status"], r.json()["reason"]) == ("not_attributed", "ERR_NO_CLICK")
+    assert "commission" not in r.json()
+    r = await post(client, order("not-a-click-id"))
+    assert r.json()["reason"] == "ERR_NO_CLICK"
+    c = await code()
+    bot = click_id_of(await client.get(f"/e/{c['code']}", headers={"user-agent": "curl/8"}))
+    r = await post(client, order(bot))
+    assert (r.json()["status"], r.json()["reason"]) == ("not_attributed", "ERR_INVALID_CLICK")
+    _, valid = await a_click(client, code)
+    early = iso(click_time(valid) - timedelta(seconds=1))
+    assert (await post(client, order(valid, at=early))).json()["reason"] == "ERR_WINDOW"
+
+
+async def test_window_edges_exactly(code: Maker) -> None:
+    app = create_app(make_settings(attribution_window_s=60))
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.20", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            results = {}
+            for offset_ms in (0, 60_000, 60_001, -1):
+                c = await code()
+                click_id = click_id_of(await client.get(f"/e/{c['code']}", headers=BUYER))
+                at = iso(click_time(click_id) + timedelta(milliseconds=offset_ms))
+                results[offset_ms] = (await post(client, order(click_id, at=at))).json()["reason"]
+    assert results == {0: None, 60_000: None, 60_001: "ERR_WINDOW", -1: "ERR_WINDOW"}
+
+
+async def test_order_on_a_repeat_click_goes_to_the_first(app: Starlette, client: httpx.AsyncClient,
+                                                        code: Maker) -> None:
+    c = await code()
+    first = click_id_of(await client.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": IPHONE}))
+    await client.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": IPHONE})
+    await drain(app)
+    async with app.state.ctx.pool.acquire() as conn:
+        repeat = await conn.fetchval("SELECT click_id FROM clicks WHERE code = $1 AND reason = 'ERR_DUP'", c["code"])
+    r = await post(client, order(repeat))
+    assert (r.json()["status"], r.json()["click_id"]) == ("attributed", first)
+
+
+async def test_late_delivery_is_judged_from_postgres(app: Starlette, client: httpx.AsyncClient, code: Maker) -> None:
+    _, click_id = await a_click(client, code)
+    await drain(app)
+    ctx = app.state.ctx
+    await ctx.redis.delete(keys.attribution_key(ctx.settings.redis_prefix, click_id))  # as if it expired
+    at = iso(click_time(click_id) + timedelta(seconds=120))
+    assert (await post(client, order(click_id, at=at))).json()["status"] == "attributed"
+
+
+async def test_carts(client: httpx.AsyncClient, code: Maker) -> None:
+    _, click_id = await a_click(client, code)
+    r = await post(client, {"event_id": uid("e"), "type": "cart", "occurred_at": now(), "click_id": click_id})
+    assert r.status_code == 201
+    assert (r.json()["status"], r.json()["reason"]) == ("recorded", None)
+    r = await post(client, {"event_id": uid("e"), "type": "cart", "occurred_at": now(), "click_id": "0" * 28})
+    assert r.json()["reason"] == "ERR_NO_CLICK"
+
+
+async def test_concurrent_duplicates_count_once(app: Starlette, client: httpx.AsyncClient, code: Maker) -> None:
+    _, click_id = await a_click(client, code)
+    event = order(click_id)
+    answers = await asyncio.gather(*(post(client, event) for _ in range(12)))
+    assert sorted(r.status_code for r in answers) == [200] * 11 + [201]
+    assert len({json.dumps(r.json(), sort_keys=True) for r in answers}) == 1
+    rival_events = [order(click_id, order_id="shared-" + event["event_id"]) for _ in range(6)]
+    answers = await asyncio.gather(*(post(client, e) for e in rival_events))
+    assert sorted(r.status_code for r in answers) == [201] + [409] * 5
+    async with app.state.ctx.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM orders WHERE order_id = $1", event["order_id"]) == 1
+
+
+async def test_event_metrics(client: httpx.AsyncClient, code: Maker) -> None:
+    def value(text: str, prefix: str) -> float:
+        return float(next(x for x in text.splitlines() if x.startswith(prefix)).rsplit(" ", 1)[1])
+
+    before = (await client.get("/metrics")).text
+    _, click_id = await a_click(client, code)
+    await post(client, order(click_id))
+    await post(client, order(click_id, amount="-1"))
+    after = (await client.get("/metrics")).text
+    for prefix, delta in (('mcode_events_total{status="attributed",type="order"}', 1),
+                          ('mcode_events_total{status="rejected",type="order"}', 1),
+                          ('mcode_attributions_total{result="attributed"}', 1)):
+        assert value(after, prefix) == value(before, prefix) + delta, prefix
+
+
+@given(st.decimals(min_value=Decimal("0.01"), max_value=Decimal("1000000"), places=2),
+       st.decimals(min_value=Decimal(0), max_value=Decimal(1), places=5))
+def test_commission_rounding_half_even(amount: Decimal, rate: Decimal) -> None:
+    value = round_money(amount * rate, "USD")
+    assert value.as_tuple().exponent == -2
+    assert abs(value - amount * rate) <= Decimal("0.005")
+    assert Decimal(0) <= value <= amount
+    exact = amount * rate * 100
+    if exact - int(exact) == Decimal("0.5"):
+        assert int(value * 100) % 2 == 0  # a tie goes to the even cent
