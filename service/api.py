@@ -84,17 +84,16 @@ def encode_cursor(*values: Any) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_cursor(request: Request) -> list[Any] | None:
+def keyset_cursor(request: Request) -> tuple[datetime, str] | None:
+    """The (time, id) after which the next page of a newest-first list starts."""
     raw = request.query_params.get("cursor")
     if not raw:
         return None
     try:
-        values = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except ValueError:
+        when, ident = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        return datetime.fromisoformat(str(when).replace("Z", "+00:00")), str(ident)
+    except (ValueError, TypeError):
         raise invalid({"cursor": "not a cursor this API gave out"}) from None
-    if not isinstance(values, list):
-        raise invalid({"cursor": "not a cursor this API gave out"})
-    return values
 
 
 def parse_time(value: Any, field: str) -> datetime:

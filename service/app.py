@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from service import catalog, events, imports, ops, redirect
+from service import catalog, events, imports, ops, redirect, reports
 from service.attribution import Clicks
 from service.bots import Bots
 from service.clicks import ClickLog
@@ -50,6 +50,8 @@ ROUTES = [
     Route("/v1/codes/{code}", catalog.get_code, methods=["GET"]),
     Route("/v1/codes/{code}", catalog.patch_code, methods=["PATCH"]),
     Route("/v1/events", events.post_event, methods=["POST"]),
+    Route("/v1/reports/traffic", reports.traffic, methods=["GET"]),
+    Route("/v1/reports/invalid-clicks", reports.invalid_clicks, methods=["GET"]),
 ]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -13,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service import auth
-from service.api import ApiResponse, decode_cursor, encode_cursor, json_object, limit_param, validate
+from service.api import ApiResponse, encode_cursor, json_object, keyset_cursor, limit_param, validate
 from service.codes import UTM_FIELDS, campaign_warnings, channel_of, utm_problems
 from service.context import Context
 from service.errors import ApiError, invalid
@@ -308,13 +307,7 @@ async def list_codes(request: Request) -> Response:
     if seller_id is not None:
         who.require_seller(seller_id)
     limit = limit_param(request)
-    cursor = decode_cursor(request)
-    after: tuple[datetime, str] | None = None
-    if cursor is not None:
-        try:
-            after = (datetime.fromisoformat(cursor[0].replace("Z", "+00:00")), str(cursor[1]))
-        except (IndexError, ValueError, AttributeError):
-            raise invalid({"cursor": "not a cursor this API gave out"}) from None
+    after = keyset_cursor(request)
     async with ctx.pool.acquire() as conn:
         rows = await sql.list_codes(
             conn, seller_id, params.get("utm_campaign") or None, params.get("channel") or None, after, limit + 1

@@ -76,6 +76,15 @@ EVENT_OUT = _obj({
                         "status": {"type": "string", "enum": ["pending", "payable", "reversed"]}}),
 })
 
+INVALID_CLICK = _obj({"click_id": STR, "clicked_at": TIME, "code": STR, "reason": STR, "ip": STR,
+                     "user_agent": STR, "referer": STR, "original_click_id": NSTR})
+TRAFFIC_ROW = _obj({
+    **{k: STR for k in ("day", "code", "utm_source", "utm_medium", "utm_campaign", "utm_content", "channel")},
+    **{k: INT for k in ("clicks", "valid_clicks", "carts", "orders", "paid_orders")},
+    "invalid_clicks": {"type": "object", "additionalProperties": INT}, "conversion_rate": {"type": "number"},
+    "gmv": MONEY, "commission": MONEY, "pending_commission": MONEY,
+})
+
 # (method, path, summary, parameters, request body, {status: response schema})
 ENDPOINTS: list[tuple[str, str, str, list[S], S | None, dict[str, S]]] = [
     ("put", "/v1/sellers/{seller_id}", "Create or replace a seller (admin)",
@@ -100,6 +109,11 @@ ENDPOINTS: list[tuple[str, str, str, list[S], S | None, dict[str, S]]] = [
     ("patch", "/v1/codes/{code}", "Enable or disable a code", [_path("code")], _body(CodePatch), {"200": CODE}),
     ("post", "/v1/events", "Record a signed order event (Mcode-Signature: t=<unix>,v1=<hex HMAC-SHA256>)", [],
      {"required": True, **_json(EVENT_IN)}, {"200": EVENT_OUT, "201": EVENT_OUT}),
+    ("get", "/v1/reports/traffic", "Traffic, funnel, GMV and commission by day, code, UTM value or channel",
+     _query("seller_id", "from", "to", "group_by", "tz", "format"), None,
+     {"200": _obj({"rows": {"type": "array", "items": TRAFFIC_ROW}})}),
+    ("get", "/v1/reports/invalid-clicks", "The invalid clicks themselves, newest first",
+     _query("seller_id", "from", "to", "reason", "limit", "cursor"), None, {"200": _list(INVALID_CLICK)}),
 ]
 MODELS: list[type[BaseModel]] = [SellerIn, ProductIn, RateIn, CodeIn, CodePatch]
 

@@ -1,0 +1,108 @@
+"""SQL of the reports: clicks, carts and orders grouped by their click's day and code attributes.
+
+Group keys are chosen from a fixed list (never from the request's text), so the SQL below is
+assembled only from these names; every value travels as a parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+REASONS = ("ERR_400", "ERR_403", "ERR_404", "ERR_410", "ERR_BOT", "ERR_DUP")
+# group key -> SQL over the fact table `f` (clicks, carts or orders) and its code `d`
+KEYS = {
+    "day": "(f.clicked_at AT TIME ZONE {tz})::date",
+    "code": "f.code",
+    "utm_source": "d.utm_source",
+    "utm_medium": "d.utm_medium",
+    "utm_campaign": "d.utm_campaign",
+    "utm_content": "d.utm_content",
+    "channel": "d.channel",
+}
+
+
+class _Query:
+    """Numbers the parameters of one grouped query over a fact table."""
+
+    def __init__(self, keys: Sequence[str], seller_id: str | None, start: datetime, end: datetime, tz: str) -> None:
+        self.args: list[Any] = [start, end]
+        where = ["f.clicked_at >= $1", "f.clicked_at < $2"]
+        if seller_id is not None:
+            self.args.append(seller_id)
+            where.append(f"f.seller_id = ${len(self.args)}")
+        tz_param = ""
+        if "day" in keys:
+            self.args.append(tz)
+            tz_param = f"${len(self.args)}"
+        self.where = " AND ".join(where)
+        self.columns = "".join(f"{KEYS[k].format(tz=tz_param)} AS {k}, " for k in keys)
+        positions = [str(i) for i in range(1, len(keys) + 1)]
+        self.positions = positions
+
+    def group(self, *extra: str) -> str:
+        items = self.positions + list(extra)
+        return f"GROUP BY {', '.join(items)}" if items else ""
+
+
+async def click_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
+                       start: datetime, end: datetime, tz: str) -> list[dict[str, Any]]:
+    q = _Query(keys, seller_id, start, end, tz)
+    reasons = ", ".join(f"count(*) FILTER (WHERE f.reason = '{r}') AS \"{r}\"" for r in REASONS)
+    sql = f"""
+        SELECT {q.columns} count(*) AS clicks, count(*) FILTER (WHERE f.reason IS NULL) AS valid_clicks, {reasons}
+        FROM clicks f LEFT JOIN codes d ON d.code = f.code
+        WHERE {q.where}
+        {q.group()}
+    """
+    return [dict(r) for r in await conn.fetch(sql, *q.args)]
+
+
+async def cart_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
+                      start: datetime, end: datetime, tz: str) -> list[dict[str, Any]]:
+    q = _Query(keys, seller_id, start, end, tz)
+    sql = f"""
+        SELECT {q.columns} count(*) AS carts
+        FROM carts f LEFT JOIN codes d ON d.code = f.code
+        WHERE f.counted AND {q.where}
+        {q.group()}
+    """
+    return [dict(r) for r in await conn.fetch(sql, *q.args)]
+
+
+async def order_sums(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
+                     start: datetime, end: datetime, tz: str) -> list[dict[str, Any]]:
+    """Per group and currency: orders, paid orders, GMV, payable and pending commission."""
+    q = _Query(keys, seller_id, start, end, tz)
+    sql = f"""
+        SELECT {q.columns} f.currency AS currency, count(*) AS orders,
+               count(*) FILTER (WHERE f.paid_at IS NOT NULL) AS paid_orders,
+               sum(f.amount - f.refunded) AS gmv,
+               coalesce(sum(f.commission) FILTER (WHERE f.commission_status = 'payable'), 0) AS commission,
+               coalesce(sum(f.commission) FILTER (WHERE f.commission_status = 'pending'), 0) AS pending_commission
+        FROM orders f LEFT JOIN codes d ON d.code = f.code
+        WHERE f.attributed AND {q.where}
+        {q.group("f.currency")}
+    """
+    return [dict(r) for r in await conn.fetch(sql, *q.args)]
+
+
+async def invalid_clicks(conn: asyncpg.Connection, seller_id: str | None, start: datetime, end: datetime,
+                         reason: str | None, after: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """
+        SELECT click_id, clicked_at, code, reason, ip, user_agent, referer, original_click_id
+        FROM clicks
+        WHERE reason IS NOT NULL AND clicked_at >= $1 AND clicked_at < $2
+          AND ($3::text IS NULL OR seller_id = $3)
+          AND ($4::text IS NULL OR reason = $4)
+          AND ($5::timestamptz IS NULL OR (clicked_at, click_id) < ($5, $6))
+        ORDER BY clicked_at DESC, click_id DESC
+        LIMIT $7
+        """,
+        start, end, seller_id, reason, after[0] if after else None, after[1] if after else None, limit,
+    )
+    return [dict(r) for r in rows]
