@@ -126,5 +126,62 @@ def import_(file: Path, out: Path | None) -> None:
     click.echo(f"created {outcome.created}, existing {outcome.existing}, failed {outcome.failed}")
     if outcome.failed:
         sys.exit(1)
+@main.command()
+def demo() -> None:
+    """Create a demo seller, product, rate and codes, and print what to try next."""
+    import hashlib
+    import hmac
+    import json
+    import time
+    from decimal import Decimal
+
+    from service import auth
+    from service.app import close_context, open_context
+    from service.catalog import code_values, create_code
+    from service.store import catalog as sql
+
+    settings = _settings()
+    pattern = settings.allowed_hosts[0]
+    host = "www." + pattern[2:] if pattern.startswith("*.") else pattern
+
+    async def run() -> tuple[str, list[str]]:
+        ctx = await open_context(settings)
+        try:
+            async with ctx.pool.acquire() as conn:
+                await sql.upsert_seller(conn, "demo-seller", "Demo Kids Shop", "active", True, True)
+                await sql.upsert_product(conn, "demo-product", "demo-seller", f"https://{host}/item/1005001.html",
+                                         "toys", "listed", 100)
+                await sql.set_rate(conn, "toys", Decimal("0.08"))
+                key, key_hash = auth.new_seller_key()
+                await sql.add_seller_key(conn, "demo-seller", key_hash)
+                urls = []
+                for source, medium in (("ig", "social"), ("tt", "video"), ("newsletter", "email")):
+                    values = code_values({
+                        "seller_id": "demo-seller", "product_id": "demo-product", "utm_source": source,
+                        "utm_medium": medium, "utm_campaign": f"{source}_202411_demo", "utm_content": "launch",
+                    })
+                    row, _ = await create_code(ctx, conn, values)
+                    urls.append(ctx.short_url(row["code"]))
+            return key, urls
+        finally:
+            await close_context(ctx)
+
+    key, urls = asyncio.run(run())
+    click.echo("seller demo-seller, product demo-product (category toys, rate 0.08)")
+    click.echo(f"seller key (shown once): {key}")
+    for url in urls:
+        click.echo(f"  {url}")
+    body = json.dumps({"event_id": "demo-order-1", "type": "order", "occurred_at": "<now, RFC 3339>",
+                       "order_id": "demo-order-1", "click_id": "<mc_click from the redirect>",
+                       "amount": "19.99", "currency": "USD", "category": "toys"})
+    t = str(int(time.time()))
+    click.echo("\nclick one (curl -i the URL), then post the order with its mc_click; sign it as:")
+    click.echo("  Mcode-Signature: t=<unix time>,v1=<hex HMAC-SHA256(secret, '<t>.<body>')>")
+    example = hmac.new(settings.event_secrets[0].encode(), f"{t}.{body}".encode(), hashlib.sha256).hexdigest()
+    click.echo(f"  e.g. for the body {body}\n  at t={t}: v1={example}")
+    click.echo(f"reports: curl -H 'Authorization: Bearer {key}' "
+               f"'{settings.public_url}/v1/reports/traffic?group_by=day,channel'")
+
+
 if __name__ == "__main__":
     main()

@@ -43,3 +43,16 @@ def test_refuses_to_start_with_shipped_secrets(tmp_path: Path) -> None:
                             env=env, cwd=tmp_path, timeout=60)
     assert result.returncode != 0
     assert "refusing to start" in result.stderr
+
+
+async def test_demo_creates_codes_that_redirect(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    result = mcode("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "seller key (shown once): sk_" in result.stdout
+    urls = [line.strip() for line in result.stdout.splitlines() if "/e/" in line and line.startswith("  http")]
+    assert len(urls) == 3
+    again = mcode("demo", cwd=tmp_path)
+    assert [line.strip() for line in again.stdout.splitlines() if line.startswith("  http")] == urls
+    for url in urls:
+        r = await client.get("/e/" + url.rsplit("/e/", 1)[1], headers={"user-agent": "Mozilla/5.0 (X11) Firefox/125"})
+        assert r.status_code == 302

@@ -21,14 +21,15 @@ def partition_name(day: date) -> str:
     return f"clicks_{day:%Y%m%d}"
 
 
-async def ensure_partitions(conn: asyncpg.Connection, today: date | None = None) -> list[str]:
+async def ensure_partitions(conn: asyncpg.Connection, today: date | None = None, days_back: int = 1) -> list[str]:
+    """Day partitions from `days_back` days ago to DAYS_AHEAD days ahead; returns those made now."""
     today = today or datetime.now(UTC).date()
-    made = []
     existing = {r["relname"] for r in await conn.fetch(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = 'clicks'::regclass"
     )}
-    for offset in range(-1, DAYS_AHEAD + 1):
+    made = []
+    for offset in range(-days_back, DAYS_AHEAD + 1):
         day = today + timedelta(days=offset)
         name = partition_name(day)
         if name in existing:
