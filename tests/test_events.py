@@ -46,10 +46,11 @@ async def a_click(client: httpx.AsyncClient, code: Maker, **code_fields: Any) ->
     return c, click_id_of(r)
 
 
-def order(click_id: str, amount: str = "19.99", currency: str = "USD", category: str = "toys",
+def order(click_id: str, amount: str = "19.99", currency: str = "USD", category: str | None = None,
           at: str | None = None, **extra: Any) -> dict[str, Any]:
+    """An order event; its category is a fresh one (so the default rate, 0.05) unless given."""
     return {"event_id": uid("e"), "type": "order", "occurred_at": at or now(), "order_id": uid("o"),
-            "click_id": click_id, "amount": amount, "currency": currency, "category": category} | extra
+            "click_id": click_id, "amount": amount, "currency": currency, "category": category or uid("cat")} | extra
 
 
 async def test_signature_edge_cases(client: httpx.AsyncClient, code: Maker) -> None:

@@ -97,6 +97,11 @@ async def test_traffic_numbers_for_a_scripted_mix(app: Starlette, client: httpx.
     assert total["rows"][0]["day"] == today
     assert total["rows"][0]["clicks"] == 10
     assert total["rows"][0]["gmv"] == {"JPY": "1500", "USD": "150.00"}
+    # a half-hour zone is answered from the clicks themselves, a whole-hour one from hourly rollups
+    for tz in ("Asia/Kolkata", "America/New_York"):
+        rows = (await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS,
+                                 params={"seller_id": sid, "group_by": "utm_campaign,channel", "tz": tz})).json()
+        assert rows["rows"] == EXPECTED, tz
     by_code = (await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS,
                                 params={"seller_id": sid, "group_by": "code"})).json()["rows"]
     assert sorted(r["clicks"] for r in by_code) == [1, 4, 5]

@@ -116,6 +116,8 @@ async def test_batches_written_twice_are_stored_once(app: Starlette) -> None:
     await b.claim_abandoned()
     assert await count(app, code) == (50, 50)
     assert await backlog(app) == 0
+    async with ctx.pool.acquire() as conn:  # the hourly rollups counted each click once too
+        assert await conn.fetchval("SELECT sum(clicks) FROM click_rollups WHERE code = $1", code) == 50
 
 
 async def buyer_click(client: httpx.AsyncClient, code: str, device: int) -> str:

@@ -48,15 +48,55 @@ async def ensure_partitions(conn: asyncpg.Connection, today: date | None = None,
     return made
 
 
+REASON_COLUMNS = ("ERR_400", "ERR_403", "ERR_404", "ERR_410", "ERR_BOT", "ERR_DUP")
+_COUNTS = ", ".join(f'"{r}"' for r in REASON_COLUMNS)
+_ADD_COUNTS = ", ".join(
+    f'{c} = click_rollups.{c} + EXCLUDED.{c}' for c in ("clicks", "valid_clicks", *(f'"{r}"' for r in REASON_COLUMNS))
+)
+_REASON_FILTERS = ", ".join(f"count(*) FILTER (WHERE reason = '{r}')" for r in REASON_COLUMNS)
+
+
+def _hourly(records: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Columns for click_rollups: per (code, hour) the seller and the counts of the batch."""
+    counts: dict[tuple[str, datetime], list[Any]] = {}
+    for record in records:
+        code, at, seller, reason = record[2], record[1], record[3], record[5]
+        key = (code, at.replace(minute=0, second=0, microsecond=0))
+        row = counts.get(key)
+        if row is None:
+            row = counts[key] = [seller, 0, 0, *([0] * len(REASON_COLUMNS))]
+        row[1] += 1
+        if reason is None:
+            row[2] += 1
+        else:
+            row[3 + REASON_COLUMNS.index(reason)] += 1
+    rows = [[code, hour, *values] for (code, hour), values in counts.items()]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 async def write_batch(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> int:
-    """Insert clicks that are not there yet; returns how many were new. Safe to repeat.
+    """Insert clicks that are not there yet, and count them in click_rollups; returns how many
+    were new. Safe to repeat.
 
     The usual batch is new and goes straight in with COPY; a batch written before (a writer
-    that died between commit and acknowledgement) goes through ON CONFLICT DO NOTHING instead.
+    that died between commit and acknowledgement) goes through ON CONFLICT DO NOTHING instead,
+    and only the clicks actually inserted are counted.
     """
+    if not records:
+        return 0
     try:
         async with conn.transaction():
             await conn.copy_records_to_table("clicks", records=records, columns=COLUMNS)
+            await conn.execute(
+                f"""
+                INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {_COUNTS})
+                SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bigint[], $5::bigint[],
+                                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+                                     $11::bigint[])
+                ON CONFLICT (code, hour) DO UPDATE SET {_ADD_COUNTS}
+                """,
+                *_hourly(records),
+            )
         return len(records)
     except asyncpg.UniqueViolationError:
         pass
@@ -66,10 +106,36 @@ async def write_batch(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...
                 f"CREATE TEMP TABLE clicks_in ON COMMIT DELETE ROWS AS SELECT {_COLS} FROM clicks WITH NO DATA"
             )
         await conn.copy_records_to_table("clicks_in", records=records, columns=COLUMNS)
-        status = await conn.execute(
-            f"INSERT INTO clicks ({_COLS}) SELECT {_COLS} FROM clicks_in ON CONFLICT DO NOTHING"
+        inserted: int = await conn.fetchval(
+            f"""
+            WITH new AS (
+                INSERT INTO clicks ({_COLS}) SELECT {_COLS} FROM clicks_in ON CONFLICT DO NOTHING
+                RETURNING code, clicked_at, seller_id, reason
+            ), counted AS (
+                INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {_COUNTS})
+                SELECT code, date_trunc('hour', clicked_at, 'UTC'), min(seller_id), count(*),
+                       count(*) FILTER (WHERE reason IS NULL), {_REASON_FILTERS}
+                FROM new GROUP BY 1, 2
+                ON CONFLICT (code, hour) DO UPDATE SET {_ADD_COUNTS}
+            )
+            SELECT count(*) FROM new
+            """
         )
-    return int(status.rsplit(" ", 1)[1])
+    return inserted
+
+
+async def recount_rollups(conn: asyncpg.Connection) -> None:
+    """Rebuild click_rollups from the clicks (after a bulk load that bypassed write_batch)."""
+    async with conn.transaction():
+        await conn.execute("TRUNCATE click_rollups")
+        await conn.execute(
+            f"""
+            INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {_COUNTS})
+            SELECT code, date_trunc('hour', clicked_at, 'UTC'), min(seller_id), count(*),
+                   count(*) FILTER (WHERE reason IS NULL), {_REASON_FILTERS}
+            FROM clicks GROUP BY 1, 2
+            """
+        )
 
 
 async def find_click(conn: asyncpg.Connection, click_id: str, clicked_at: datetime) -> dict[str, Any] | None:
