@@ -52,7 +52,7 @@ class Clicks:
             return None
         redis_failed = False
         try:
-            value = await self.redis.get(keys.attribution_key(self.prefix, click_id))
+            value = await self.redis.hget(keys.attribution_key(self.prefix, click_id), click_id)
         except (RedisError, OSError):
             metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             value, redis_failed = None, True

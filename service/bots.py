@@ -1,7 +1,12 @@
 """Is this request a bot, a prefetch or a link preview?  (pure, cached)
 
-The crawler patterns come from the maintained `crawler-user-agents` list; a few rules of our
-own add what it leaves out (HTTP libraries, headless browsers, preview fetchers, empty UAs).
+Crawler patterns come from the maintained `crawler-user-agents` list, less the few that match
+real browsers (DROP_PATTERNS); our own rules (EXTRA_RULES) add link-preview fetchers, headless
+browsers, HTTP libraries, scanners and generic bot vocabulary; a UA with no browser or platform
+word at all, or shorter than MIN_UA_LEN, is a bot too. Measured on public UA lists not used to
+write the rules: see loadtests/RESULTS.md.
+
+The list's 1,500 patterns run in RE2 (linear time, ~10 µs a UA); verdicts are cached per UA.
 """
 
 from __future__ import annotations
@@ -12,36 +17,122 @@ import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
 
-# Fetchers the list misses or that matter most to a link shortener: messenger and social
-# previews, headless browsers, HTTP libraries and command-line tools.
-EXTRA_PATTERNS = (
-    r"\bbot\b", r"[a-z]bot/", r"crawl", r"spider", r"slurp", r"preview", r"fetcher", r"scanner", r"monitor",
-    r"facebookexternalhit", r"facebookcatalog", r"meta-externalagent", r"whatsapp/", r"telegrambot",
-    r"skypeuripreview", r"slackbot", r"slack-imgproxy", r"discordbot", r"vkshare", r"kakaotalk-scrap",
-    r"pinterestbot", r"redditbot", r"embedly", r"iframely", r"bitlybot",
-    r"headless", r"phantomjs", r"puppeteer", r"playwright", r"selenium", r"webdriver",
-    r"lighthouse", r"pagespeed", r"gtmetrix", r"pingdom", r"uptime",
-    r"^curl", r"^wget", r"python", r"httpx", r"aiohttp", r"requests", r"urllib", r"go-http-client",
-    r"okhttp", r"^java", r"apache-httpclient", r"libwww-perl", r"^lwp", r"axios", r"node-fetch", r"undici",
-    r"got \(", r"^ruby", r"faraday", r"^php", r"guzzle", r"httpclient", r"^dart", r"restsharp", r"postman",
-    r"insomnia", r"httpie", r"^mozilla/[45]\.0$", r"^-$",
-)
+import re2
+
+DROP_PATTERNS: frozenset[str] = frozenset({
+    "Viber",                 # Viber in-app browser: "... Mobile Safari/537.36 Viber/27.4.0.0" (-> rule "^viber")
+    "MetaIAB Facebook",      # Facebook Android in-app WebView ("...; wv) ... MetaIAB Facebook")
+    "Fluid",                 # Fluid site-specific browser for macOS
+    "AP3A\\.240617\\.008",   # an Android *build number* (instance is an Instagram in-app browser UA)
+    "008\\/",                # 80legs/AWR "008/0.83"; also hits "TS1008/1.0" devices (-> URL rule catches the bot)
+    "Butterfly",             # HTC Butterfly phones (Topsy bot is caught by the URL rule)
+    "Code\\/1\\.",            # VS Code / Electron UA (human in an editor webview)
+    "Expanse",               # Android device "Expanse" (Palo Alto scanner -> rule "expanse, a palo alto")
+    "Fever",                 # "Fever_Plus" devices (Fever feed reader is caught by URL/feed rules)
+    "Sogou",                 # Sogou Mobile Browser / SogouSearch app (Sogou spiders caught by "spider")
+    "Sonic",                 # ViewSonic / "O+ Sonic" devices
+})
+
+# Case-insensitive rules, written in lower case, matched against ua.lower().
+# A pattern starting with "^" is only tried at the start of the UA.  Dots are escaped.
+EXTRA_RULES: dict[str, list[str]] = {
+    # link-preview / unfurl fetchers (most are also in crawler-user-agents; kept here so the
+    # requirement does not depend on the upstream list)
+    "preview": [
+        "whatsapp", "telegrambot", "slackbot", "slack-imgproxy", "discordbot",
+        "facebookexternal", "facebot", "facebookcatalog", "meta-external",
+        "twitterbot", "linkedinbot", "vkshare", "skypeuripreview", "redditbot",
+        "pinterestbot", r"pinterest\.com/bot", "embedly", "iframely", "google-pagerenderer",
+        "googleimageproxy", "yahoomailproxy", "bitlybot", "applebot", "mastodon",
+        "pleroma", "misskey", "akkoma", "cardyb", "unfurl", "linkpreview", "link preview",
+        "urlpreview", "url preview", "microsoftpreview", "bingpreview", "kakaotalk-scrap",
+        "snap url preview", "^viber", "opengraph", "outbrain", "flipboardproxy",
+        "linkexpander", "imageproxy", "emailproxy", "mailproxy",
+    ],
+    # headless / automation / synthetic monitoring
+    "headless": [
+        "headless", "phantomjs", "slimerjs", "htmlunit", "jsdom", "puppeteer", "playwright",
+        "selenium", "webdriver", "lighthouse", "pagespeed", "page speed", "ptst/", "gtmetrix",
+        "prerender", "rendertron", "cypress", "casperjs", r"splash\b", "synthetic",
+        "datadog", "dynatrace", "pingdom", "uptime", "statuscake",
+    ],
+    # HTTP libraries / CLI tools / SDKs (UAs that never appear in a human browser)
+    "http_library": [
+        "^curl", "curl/", "wget", "^aria2", "httpie", "lwp-", "lwp::", "libwww-perl", "python",
+        "aiohttp", "httpx", "urllib", "requests/", "request-promise", "go-http-client", "^go ",
+        "^go/", "okhttp", "^java", r"java/(?<![a-z]java/)\d", "apache-httpclient", "jakarta",
+        "httpclient", "axios", "node-fetch", "^node", r"node\.js", "undici", "^got",
+        "sindresorhus/got", "^deno/", "^bun/", "^ruby", "faraday", "httparty", "rest-client",
+        "typhoeus", "^php", "guzzlehttp", "^dart", "reqwest", "^hyper/", r"http\.rb",
+        "restsharp", "winhttp", "postmanruntime", "insomnia", "scrapy", "colly", "mechanize",
+        "powershell", "libcurl", r"ureq(?<![a-z0-9_]ureq)\b", "fasthttp", r"feign(?<![a-z0-9_]feign)\b", "^grpc", r"vert\.x",
+        "reactor-netty", "akka-http", "unirest", "^perl", "^wordpress", "http_request",
+        "^rest", "^fetch", "^http", "apachebench", "^ab/", "libredtail",
+    ],
+    # scanners / monitoring / infra agents
+    "scanner": [
+        "scanner", "nuclei", "gobuster", "masscan", "zgrab", "nmap", "nikto", "sqlmap",
+        "wpscan", "arachni", "acunetix", "burp", "shodan", "censys", r"\$\{", r"\{\{", r"<\?",
+        "jndi:", "prometheus", "grafana", "collectd", "munin", "zabbix", "nagios", "icinga",
+        "cloudflare", r"dcv(?<![a-z0-9_]dcv)\b", "expanse, a palo alto", "internal dummy connection",
+    ],
+    # generic crawler vocabulary and bot-ish signals
+    "generic": [
+        r"bot(?<=[a-z0-9_-]bot)(?<!cubot)s?(?:\b|_)(?!tab)",  # glued: googlebot, semrushbot_
+        r"bot(?<![a-z0-9_-]bot)s?\b(?! *(?:\d|tab\b|build\b|plus\b|junior|senior))",  # standalone "bot" (not "M bot 51")
+        "crawl", r"spider(?! \d)", "scrap", "slurp", "fetch", "archiv", "monitor", "checker",
+        "validator", "analy[sz]er", "audit", "probe", "detector", "extractor", "verif",
+        "lookup", "research", "transcoder", "torrent", r"rss(?<![a-z0-9_]rss)\b", r"feed ?(?:reader|parser|fetch)",
+        r"user[ _-]?agent", "google-", "googleprober", "googlesites", "googleadsense",
+        "google search console", "duplexweb",
+        r"http(?<![a-z]http)s?://", r"www\.(?<![a-z]www\.)",  # a URL
+        r"@(?<=[a-z0-9._%+-]@)[a-z0-9-]+\.[a-z]{2,}",  # an e-mail address
+        r"^mozilla/\d\.\d$", r"^mozilla/\d\.\d [^\s()]+$",
+        # "Mozilla/5.0 (anything)" and nothing else, unless it names a real platform (old MSIE etc.)
+        r"^mozilla/\d\.\d \((?![^)]*(?:msie|windows|trident|konqueror|android|iphone|ipad|linux|macintosh|x11|playstation|nintendo|netfront|browser|symbian|nokia|blackberry))[^)]*\)$",
+    ],
+}
+
+# A UA with none of these tokens does not look like any browser / device / app webview.
+BROWSER_VOCAB = re.compile(
+    r"mozilla|opera|applewebkit|gecko|khtml|safari|chrome|firefox|msie|trident|edge|android|"
+    r"iphone|ipad|ipod|ios|linux|windows|macintosh|mac os|cfnetwork|darwin|dalvik|midp|cldc|"
+    r"profile/|browser|symbian|series ?[46]0|nokia|blackberry|bb10|samsung|sonyericsson|"
+    r"lg-|mot-|huawei|xiaomi|lenovo|alcatel|zte|lynx|links|w3m|dillo|netsurf|ucweb|obigo|netfront|"
+    r"openwave|up\.browser|wap|maui|smart-?tv|tizen|webos|roku|playstation|nintendo|xbox|"
+    r"kindle|silk|j2me|brew|polaris|teleca|dolfin|bada|kaios|hbbtv|crkey|aftb|aft[a-z]|"
+    r"docomo|opr/|amiga|mosaic")
+
+MIN_UA_LEN = 6
 PREFETCH = "prefetch"
 
 
-def _list_patterns() -> list[str]:
+def list_patterns() -> list[str]:
     text = resources.files("crawleruseragents").joinpath("crawler-user-agents.json").read_text(encoding="utf-8")
     return [entry["pattern"] for entry in json.loads(text)]
 
 
+def _re2(patterns: Iterable[str]) -> re2._Regexp:
+    options = re2.Options()
+    options.max_mem = 256 << 20
+    options.never_capture = True
+    return re2.compile("|".join(f"(?:{p})" for p in patterns), options)
+
+
 class Bots:
     def __init__(self, patterns: Iterable[str] | None = None) -> None:
-        chosen = list(patterns) if patterns is not None else _list_patterns() + list(EXTRA_PATTERNS)
-        self.regex = re.compile("|".join(f"(?:{p})" for p in chosen), re.IGNORECASE)
+        chosen = [p for p in (list_patterns() if patterns is None else patterns) if p not in DROP_PATTERNS]
+        self.listed = _re2(chosen)
+        rules = [p for group in EXTRA_RULES.values() for p in group]
+        self.ours = re.compile("|".join(f"(?:{p})" for p in rules))
         self.by_user_agent = functools.lru_cache(maxsize=50_000)(self._judge)
 
     def _judge(self, user_agent: str) -> bool:
-        return not user_agent.strip() or self.regex.search(user_agent) is not None
+        ua = user_agent.strip()
+        if len(ua) < MIN_UA_LEN or self.listed.search(ua):
+            return True
+        low = ua.lower()
+        return self.ours.search(low) is not None or BROWSER_VOCAB.search(low) is None
 
     def is_bot(self, method: str, headers: Mapping[str, str]) -> bool:
         if method == "HEAD":

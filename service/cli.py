@@ -66,7 +66,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
 
 @main.command()
-@click.option("--batch", default=5000, show_default=True, help="Clicks read and committed at once.")
+@click.option("--batch", default=200, show_default=True, help="Stream entries (each up to 256 clicks) read at once.")
 @click.option("--claim-idle-ms", default=15000, show_default=True,
               help="Take over clicks another writer read but left unacknowledged this long.")
 def writer(batch: int, claim_idle_ms: int) -> None:

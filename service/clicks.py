@@ -1,7 +1,7 @@
 """The click record, and the click log: one Redis round trip for many clicks.
 
-Per click, in one script call: the dedup mark (SET NX holding the first click id), the stream
-entry the writer drains into Postgres, and the attribution record order events look up.
+In one script call per batch: each click's dedup mark (SET NX holding the first click id) and
+attribution record (for order events), and one stream entry holding the batch for the writer.
 When Redis cannot be reached the clicks go to the local spool instead (see spool.py), so an
 answered click is never lost.
 """
@@ -13,7 +13,6 @@ import json
 import logging
 import secrets
 import time
-import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -85,37 +84,6 @@ class Click:
         )
 
 
-# KEYS per click: stream, attribution record, dedup mark.
-# ARGV: dedup ttl, attribution ttl, then per click: kind ('v' dedup candidate, else '-'),
-# click id, payload, time in ms, reason, "code|seller". Returns per click the first click's id
-# for a repeat, else ''. The attribution record is "time ms|reason|first click id|code|seller".
-LOG_SCRIPT = """
-local dedup_ttl, attr_ttl = ARGV[1], ARGV[2]
-local out = {}
-for i = 0, #KEYS / 3 - 1 do
-  local stream, akey, dkey = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local a = 6 * i + 3
-  local kind, cid, payload, ts, reason = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local where = ARGV[a + 5]
-  local first = false
-  if kind == 'v' and not redis.call('SET', dkey, cid, 'NX', 'EX', dedup_ttl) then
-    first = redis.call('GET', dkey)
-    if not first then redis.call('SET', dkey, cid, 'EX', dedup_ttl) end
-  end
-  if first then
-    redis.call('XADD', stream, '*', 'c', payload, 'o', first)
-    redis.call('SET', akey, ts .. '|ERR_DUP|' .. first .. '|' .. where, 'EX', attr_ttl)
-    out[i + 1] = first
-  else
-    redis.call('XADD', stream, '*', 'c', payload)
-    redis.call('SET', akey, ts .. '|' .. reason .. '||' .. where, 'EX', attr_ttl)
-    out[i + 1] = ''
-  end
-end
-return out
-"""
-
-
 class ClickLog:
     """Logs the clicks of an event-loop tick with one script call; at most MAX_INFLIGHT calls
     at once. Clicks that arrive while all are in flight wait for the next free one (group
@@ -128,7 +96,8 @@ class ClickLog:
         self.prefix = prefix
         self.spool = spool
         self.ttls = (str(dedup_window_s), str(attribution_window_s + ATTRIBUTION_SLACK_S))
-        self.script = redis.register_script(LOG_SCRIPT)
+        self.script = redis.register_script(keys.LOG_SCRIPT)
+        self.shard = 0
         self.pending: list[tuple[Click, bool, asyncio.Future[str]]] = []
         self.pumps: set[asyncio.Task[None]] = set()
 
@@ -150,17 +119,16 @@ class ClickLog:
             await self._write(batch)
 
     async def _write(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> None:
-        script_keys: list[str] = []
-        args: list[str] = list(self.ttls)
-        for click, dedup, _ in batch:
-            stream = keys.stream_key(self.prefix, zlib.crc32(click.device_hash.encode()) % keys.STREAM_SHARDS)
-            script_keys += [stream, keys.attribution_key(self.prefix, click.click_id),
-                            keys.dedup_key(self.prefix, click.code, click.device_hash)]
-            args += ["v" if dedup else "-", click.click_id, click.payload(), str(click.at_ms), click.reason,
-                     f"{click.code}|{click.seller_id or ''}"]
+        # One argument for the whole batch: the client's cost is per argument, not per byte.
+        lines = "\n".join(
+            f"{'v' if dedup else '-'}\t{c.click_id}\t{c.at_ms}\t{c.reason}\t{c.code}\t{c.seller_id or ''}\t"
+            f"{c.device_hash}\t{c.payload()}"
+            for c, dedup, _ in batch
+        )
+        self.shard = (self.shard + 1) % keys.STREAM_SHARDS
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
-                firsts = await self.script(keys=script_keys, args=args)
+                firsts = await self.script(args=[self.prefix, *self.ttls, self.shard, lines])
         except (RedisError, OSError, TimeoutError) as exc:
             metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             log.warning("redis unavailable for %d clicks, spooling them locally: %r", len(batch), exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from starlette.requests import Request
@@ -14,6 +15,8 @@ from service.devices import device_hash, truncate_ip
 from service.errors import ApiError, buyer_error
 
 MAX_TEXT = 512
+# What is kept of a code that is not ours: no separators or control characters reach the log.
+_FOREIGN = re.compile(r"[^A-Za-z0-9_-]")
 NO_STORE = "no-store"
 _COUNTERS = {reason: metrics.CLICKS.labels(reason or "valid") for reason in ("", *metrics.CLICK_REASONS[1:])}
 
@@ -49,7 +52,7 @@ async def redirect(request: Request) -> Response:
     )
     at = now_ms()
     click = Click(
-        new_click_id(at), at, code[:64], record.seller_id if record else None,
+        new_click_id(at), at, code if record else _FOREIGN.sub("?", code[:64]), record.seller_id if record else None,
         record.product_id if record else None, reason, device_hash(device), truncate_ip(ip),
         user_agent[:MAX_TEXT], headers.get("referer", "")[:MAX_TEXT],
     )

@@ -31,11 +31,13 @@ from service.store import redis as keys
 
 log = logging.getLogger("mcode.writer")
 
-BATCH = 5000
+# Stream entries read at once; each holds the clicks of one click-log batch (up to 256).
+BATCH = 200
 BLOCK_MS = 500
 # After a batch smaller than BATCH, wait this long for more: a few hundred milliseconds of lag
 # buy batches large enough that the per-batch cost (round trips, a transaction) stops mattering.
 LINGER_S = 0.25
+LINGER_BELOW = 2000  # clicks
 # An entry read but not acknowledged for this long belongs to a writer presumed dead.
 CLAIM_IDLE_MS = 15_000
 CLAIM_EVERY_S = 5.0
@@ -70,15 +72,27 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def decode(entries: Sequence[Entry]) -> tuple[list[Click], list[Entry]]:
-    """The clicks, and the entries that are not clicks (kept aside, never retried forever)."""
+def decode(entries: Sequence[Entry]) -> tuple[list[Click], list[bytes]]:
+    """The clicks of stream entries (one line each: payload, TAB, first click id of a repeat),
+    and the lines that are not clicks (kept aside, never retried forever)."""
     clicks, bad = [], []
-    for entry in entries:
-        try:
-            clicks.append(Click.from_payload(entry[1][b"c"], entry[1].get(b"o")))
-        except (KeyError, TypeError, ValueError):
-            bad.append(entry)
+    for _, fields in entries:
+        for line in fields.get(b"c", b"").split(b"\n"):
+            payload, _, first = line.partition(b"\t")
+            try:
+                clicks.append(Click.from_payload(payload, first or None))
+            except (TypeError, ValueError):
+                bad.append(line)
     return clicks, bad
+
+
+def sizes(entries: Sequence[Entry]) -> list[str | bytes]:
+    """(entry id, clicks in it) pairs for the ack script."""
+    out: list[str | bytes] = []
+    for entry_id, fields in entries:
+        n = fields.get(b"n")
+        out += [entry_id, n if n is not None and n.isdigit() else str(fields.get(b"c", b"").count(b"\n") + 1)]
+    return out
 
 
 class Writer:
@@ -86,7 +100,9 @@ class Writer:
                  dedup_window_s: int, name: str | None = None) -> None:
         self.pool = pool
         self.redis = redis
+        self.prefix = prefix
         self.streams = keys.stream_keys(prefix)
+        self.ack = redis.register_script(keys.ACK_SCRIPT)
         self.rejects = keys.rejects_key(prefix)
         self.spool = spool
         self.dedup_window = timedelta(seconds=dedup_window_s)
@@ -113,7 +129,7 @@ class Writer:
         log.info("click writer %s started", self.name)
         while not self.stopping.is_set():
             try:
-                if await self.step() < self.batch:
+                if await self.step() < LINGER_BELOW:
                     await self._pause(LINGER_S)
             except PostgresUnavailable as exc:
                 metrics.DEPENDENCY_ERRORS.labels("postgres").inc()
@@ -167,39 +183,34 @@ class Writer:
             try:
                 await sql.write_batch(conn, [c.record() for c in clicks])
             except REJECTED:
-                bad += await self._one_by_one(conn, entries)
+                refused = await self._one_by_one(conn, clicks)
+                bad += [c.payload().encode() for c in refused]
+                clicks = [c for c in clicks if c not in refused]
         if bad:
             await self._set_aside(bad)
-        ids = [entry_id for entry_id, _ in entries]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(stream, keys.WRITER_GROUP, *ids)
-            pipe.xdel(stream, *ids)
-            await pipe.execute()
+        await self.ack(args=[self.prefix, stream, *sizes(entries)])
         metrics.CLICKS_WRITTEN.inc(len(clicks))
         return len(clicks)
 
-    async def _one_by_one(self, conn: asyncpg.Connection, entries: Sequence[Entry]) -> list[Entry]:
+    async def _one_by_one(self, conn: asyncpg.Connection, clicks: Sequence[Click]) -> list[Click]:
         """Postgres refused the batch for its data: write what it accepts, return the rest."""
         refused = []
-        for entry in entries:
-            clicks, _ = decode([entry])
+        for click in clicks:
             try:
-                if clicks:
-                    await sql.write_batch(conn, [clicks[0].record()])
+                await sql.write_batch(conn, [click.record()])
             except REJECTED as exc:
-                log.error("writer: postgres refused click entry %r: %r", entry[0], exc)
-                refused.append(entry)
+                log.error("writer: postgres refused click %s: %r", click.click_id, exc)
+                refused.append(click)
         return refused
 
-    async def _set_aside(self, entries: Sequence[Entry]) -> None:
-        """Entries that can never be written go to a stream of their own for a person to look at."""
+    async def _set_aside(self, lines: Sequence[bytes]) -> None:
+        """Clicks that can never be written go to a stream of their own for a person to look at."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for entry_id, fields in entries:
-                kept: dict[Any, Any] = {**fields, b"from": entry_id}
-                pipe.xadd(self.rejects, kept)
+            for line in lines:
+                pipe.xadd(self.rejects, {"c": line})
             await pipe.execute()
-        metrics.CLICKS_REJECTED.inc(len(entries))
-        log.error("writer: set aside %d entries in %s", len(entries), self.rejects)
+        metrics.CLICKS_REJECTED.inc(len(lines))
+        log.error("writer: set aside %d clicks in %s", len(lines), self.rejects)
 
     async def claim_abandoned(self) -> int:
         written = 0

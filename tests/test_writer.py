@@ -55,7 +55,7 @@ def writer_process(app: Starlette, log: Path) -> subprocess.Popen[bytes]:
         "MCODE_SPOOL_DIR": app.state.ctx.settings.spool_dir,
     }
     with log.open("ab") as err:
-        return subprocess.Popen([sys.executable, "-m", "service.cli", "writer", "--batch", "500",
+        return subprocess.Popen([sys.executable, "-m", "service.cli", "writer", "--batch", "2",
                                  "--claim-idle-ms", "300"], env=env, stdout=subprocess.DEVNULL, stderr=err)
 
 
@@ -194,10 +194,13 @@ async def test_entries_that_can_never_be_stored_are_set_aside_not_retried(app: S
     code = "POISON" + uuid.uuid4().hex[:6]
     good = await log_clicks(app, code, 5)
     stream = keys.stream_key(prefix, 0)
-    await ctx.redis.xadd(stream, {"c": "not json"})
     at = now_ms()
     refused = Click(new_click_id(at), at, code, None, None, "ERR_NOPE", "d", "1.2.3.0", "ua", "")
-    await ctx.redis.xadd(stream, {"c": refused.payload()})
+    ok = Click(new_click_id(at), at, code, None, None, "", "d2", "1.2.3.0", "ua", "")
+    good.append(ok.click_id)
+    # as the log script would write them: the entry count goes with the entry
+    await ctx.redis.xadd(stream, {"n": 3, "c": f"not json\n{refused.payload()}\t\n{ok.payload()}\t"})
+    await ctx.redis.incrby(keys.backlog_key(prefix), 3)
     await drain(app)
     async with ctx.pool.acquire() as conn:
         stored = {r[0] for r in await conn.fetch("SELECT click_id FROM clicks WHERE code = $1", code)}

@@ -1,8 +1,8 @@
-"""Redis keys, their lifetimes, and the scripts that touch them.
+"""Redis keys, their lifetimes, and the script that touches them.
 
-Every key starts with MCODE_REDIS_PREFIX. The click log script touches the keys of every
-click in a batch, which a single Redis node allows; on Redis Cluster the batch would be split
-per slot (hash tags on the stream shard), which is not built yet.
+Every key starts with MCODE_REDIS_PREFIX. The click log script builds the keys of every click
+of a batch itself (LOG_SCRIPT mirrors the functions below), which a single Redis node allows;
+on Redis Cluster a batch would have to be split per slot first, which is not built yet.
 """
 
 from __future__ import annotations
@@ -24,18 +24,24 @@ def stream_keys(prefix: str) -> list[str]:
     return [stream_key(prefix, shard) for shard in range(STREAM_SHARDS)]
 
 
+def backlog_key(prefix: str) -> str:
+    """Clicks answered but not yet committed: the log script adds, the ack script subtracts."""
+    return f"{prefix}backlog"
+
+
 async def backlog(redis: aioredis.Redis, prefix: str) -> int:
-    """Clicks answered but not yet committed to Postgres: the writer deletes what it commits."""
-    total = 0
-    for key in stream_keys(prefix):
-        total += int(await redis.xlen(key))
-    return total
+    value = await redis.get(backlog_key(prefix))
+    return int(value or 0)
+
+
+ATTRIBUTION_BUCKET_MS = 60_000
 
 
 def attribution_key(prefix: str, click_id: str) -> str:
-    """`<time ms>|<reason>|<first click id>|<code>|<seller>` of a click, for order events
-    (reason '' is valid; the first click id is set for ERR_DUP)."""
-    return f"{prefix}ck:{click_id}"
+    """A hash per minute of clicks (read from the click id's time), field = click id, value =
+    `<time ms>|<reason>|<first click id>|<code>|<seller>` (reason '' is valid; the first click
+    id is set for ERR_DUP). One hash per minute costs far less than a key per click."""
+    return f"{prefix}ck:{int(click_id[:12], 16) // ATTRIBUTION_BUCKET_MS}"
 
 
 def dedup_key(prefix: str, code: str, device_hash: str) -> str:
@@ -46,3 +52,54 @@ def dedup_key(prefix: str, code: str, device_hash: str) -> str:
 def rejects_key(prefix: str) -> str:
     """Stream entries the writer could not store (corrupt, or refused by Postgres): kept, not retried."""
     return f"{prefix}clicks:rejected"
+
+
+# ARGV: prefix, dedup ttl, attribution ttl, stream shard, then one line per click, tab-separated:
+#   kind ('v' for a dedup candidate, else '-'), click id, time ms, reason, code, seller,
+#   device hash, payload (JSON, which never holds a raw tab or newline).
+# Per click: the dedup mark (SET NX holding the first click id) and the attribution record;
+# per batch: one stream entry {n: clicks, c: "payload<TAB>first click id" lines} and the
+# backlog count. Returns per click the first click's id for a repeat, else ''.
+LOG_SCRIPT = """
+local prefix, dedup_ttl, attr_ttl, shard = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local out, entry, buckets = {}, {}, {}
+for line in string.gmatch(ARGV[5], '[^\\n]+') do
+  local kind, cid, ts, reason, code, seller, device, payload =
+    string.match(line, '^(.-)\\t(.-)\\t(.-)\\t(.-)\\t(.-)\\t(.-)\\t(.-)\\t(.*)$')
+  local first = false
+  if kind == 'v' then
+    local dkey = prefix .. 'dd:' .. code .. ':' .. device
+    if not redis.call('SET', dkey, cid, 'NX', 'EX', dedup_ttl) then
+      first = redis.call('GET', dkey)
+      if not first then redis.call('SET', dkey, cid, 'EX', dedup_ttl) end
+    end
+  end
+  local akey = prefix .. 'ck:' .. math.floor(tonumber(string.sub(cid, 1, 12), 16) / 60000)
+  if first then
+    redis.call('HSET', akey, cid, ts .. '|ERR_DUP|' .. first .. '|' .. code .. '|' .. seller)
+  else
+    redis.call('HSET', akey, cid, ts .. '|' .. reason .. '||' .. code .. '|' .. seller)
+  end
+  buckets[akey] = true
+  out[#out + 1] = first or ''
+  entry[#entry + 1] = payload .. '\\t' .. (first or '')
+end
+for akey in pairs(buckets) do redis.call('EXPIRE', akey, attr_ttl + 60) end
+redis.call('XADD', prefix .. '{s' .. shard .. '}:clicks', '*', 'n', #entry, 'c', table.concat(entry, '\\n'))
+redis.call('INCRBY', prefix .. 'backlog', #entry)
+return out
+"""
+
+# ARGV: prefix, stream, then pairs of (entry id, clicks in it). Acknowledges the entries and
+# deletes them; only an entry this call really deleted is taken off the backlog, so a batch
+# committed twice (a writer that died before acknowledging) is not subtracted twice.
+ACK_SCRIPT = """
+local prefix, stream = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 2 do
+  redis.call('XACK', stream, 'writers', ARGV[i])
+  if redis.call('XDEL', stream, ARGV[i]) == 1 then
+    redis.call('DECRBY', prefix .. 'backlog', ARGV[i + 1])
+  end
+end
+return 1
+"""
