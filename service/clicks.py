@@ -47,6 +47,19 @@ def click_time(click_id: str) -> datetime:
     return datetime.fromtimestamp(int(click_id[:12], 16) / 1000, UTC)
 
 
+NULL = "\\N"
+ROW_COLUMNS = (
+    "click_id", "clicked_at", "code", "seller_id", "product_id", "device_hash", "ip", "user_agent", "referer",
+    "reason", "original_click_id",
+)
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str | None) -> str:
+    """A value as COPY's text format has it: NULL as \\N, separators escaped."""
+    return NULL if value is None else value.translate(_COPY_ESCAPES)
+
+
 @dataclass(slots=True)
 class Click:
     click_id: str
@@ -75,8 +88,20 @@ class Click:
             click.original_click_id = original.decode() if isinstance(original, bytes) else original
         return click
 
+    def row_head(self) -> str:
+        """The click as a line of COPY text (columns ROW_COLUMNS), less its last two columns
+        (reason, original click id): the log script adds them once it knows about repeats."""
+        return "\t".join((
+            self.click_id, datetime.fromtimestamp(self.at_ms / 1000, UTC).isoformat(), _copy_text(self.code),
+            _copy_text(self.seller_id), _copy_text(self.product_id), self.device_hash, _copy_text(self.ip),
+            _copy_text(self.user_agent), _copy_text(self.referer),
+        ))
+
+    def row(self) -> str:
+        return f"{self.row_head()}\t{self.reason or NULL}\t{_copy_text(self.original_click_id)}"
+
     def record(self) -> tuple[Any, ...]:
-        """The row for the clicks table."""
+        """The row for the clicks table (columns store.clicks.COLUMNS)."""
         return (
             self.click_id, datetime.fromtimestamp(self.at_ms / 1000, UTC), self.code, self.seller_id,
             self.product_id, self.reason or None, self.device_hash, self.ip, self.user_agent, self.referer,
@@ -122,7 +147,7 @@ class ClickLog:
         # One argument for the whole batch: the client's cost is per argument, not per byte.
         lines = "\n".join(
             f"{'v' if dedup else '-'}\t{c.click_id}\t{c.at_ms}\t{c.reason}\t{c.code}\t{c.seller_id or ''}\t"
-            f"{c.device_hash}\t{c.payload()}"
+            f"{c.device_hash}\t{c.row_head()}"
             for c, dedup, _ in batch
         )
         self.shard = (self.shard + 1) % keys.STREAM_SHARDS

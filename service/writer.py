@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from service import metrics
-from service.clicks import VALID, Click
+from service.clicks import ROW_COLUMNS, VALID, Click
 from service.spool import Spool
 from service.store import clicks as sql
 from service.store import redis as keys
@@ -72,18 +72,9 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def decode(entries: Sequence[Entry]) -> tuple[list[Click], list[bytes]]:
-    """The clicks of stream entries (one line each: payload, TAB, first click id of a repeat),
-    and the lines that are not clicks (kept aside, never retried forever)."""
-    clicks, bad = [], []
-    for _, fields in entries:
-        for line in fields.get(b"c", b"").split(b"\n"):
-            payload, _, first = line.partition(b"\t")
-            try:
-                clicks.append(Click.from_payload(payload, first or None))
-            except (TypeError, ValueError):
-                bad.append(line)
-    return clicks, bad
+def decode(entries: Sequence[Entry]) -> list[bytes]:
+    """The click rows (COPY text lines) of stream entries."""
+    return [line for _, fields in entries for line in fields.get(b"c", b"").split(b"\n") if line]
 
 
 def sizes(entries: Sequence[Entry]) -> list[str | bytes]:
@@ -178,29 +169,28 @@ class Writer:
     async def commit(self, stream: bytes | str, entries: Sequence[Entry]) -> int:
         if not entries:
             return 0
-        clicks, bad = decode(entries)
+        rows = decode(entries)
+        bad: list[bytes] = []
         async with postgres(self.pool) as conn:
             try:
-                await sql.write_batch(conn, [c.record() for c in clicks])
+                await sql.write_rows(conn, b"\n".join(rows) + b"\n", ROW_COLUMNS)
             except REJECTED:
-                refused = await self._one_by_one(conn, clicks)
-                bad += [c.payload().encode() for c in refused]
-                clicks = [c for c in clicks if c not in refused]
+                bad = await self._one_by_one(conn, rows)
         if bad:
             await self._set_aside(bad)
         await self.ack(args=[self.prefix, stream, *sizes(entries)])
-        metrics.CLICKS_WRITTEN.inc(len(clicks))
-        return len(clicks)
+        metrics.CLICKS_WRITTEN.inc(len(rows) - len(bad))
+        return len(rows) - len(bad)
 
-    async def _one_by_one(self, conn: asyncpg.Connection, clicks: Sequence[Click]) -> list[Click]:
+    async def _one_by_one(self, conn: asyncpg.Connection, rows: Sequence[bytes]) -> list[bytes]:
         """Postgres refused the batch for its data: write what it accepts, return the rest."""
         refused = []
-        for click in clicks:
+        for row in rows:
             try:
-                await sql.write_batch(conn, [click.record()])
+                await sql.write_rows(conn, row + b"\n", ROW_COLUMNS)
             except REJECTED as exc:
-                log.error("writer: postgres refused click %s: %r", click.click_id, exc)
-                refused.append(click)
+                log.error("writer: postgres refused click row %r: %r", row[:40], exc)
+                refused.append(row)
         return refused
 
     async def _set_aside(self, lines: Sequence[bytes]) -> None:

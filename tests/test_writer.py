@@ -15,7 +15,7 @@ from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from service.app import create_app, new_writer
-from service.clicks import Click, new_click_id, now_ms
+from service.clicks import ROW_COLUMNS, Click, new_click_id, now_ms
 from service.devices import device_hash
 from service.store import clicks as sql
 from service.store import postgres
@@ -109,7 +109,7 @@ async def test_batches_written_twice_are_stored_once(app: Starlette) -> None:
     entries = [(stream, items) for stream, items in reply]
     for _, items in entries:
         async with ctx.pool.acquire() as conn:  # a writer that committed, then died before acking
-            await sql.write_batch(conn, [c.record() for c in decode(items)[0]])
+            await sql.write_rows(conn, b"\n".join(decode(items)) + b"\n", ROW_COLUMNS)
     # another writer takes the unacknowledged entries over and writes them again
     b = new_writer(ctx)
     b.claim_idle_ms = 0
@@ -199,12 +199,12 @@ async def test_entries_that_can_never_be_stored_are_set_aside_not_retried(app: S
     ok = Click(new_click_id(at), at, code, None, None, "", "d2", "1.2.3.0", "ua", "")
     good.append(ok.click_id)
     # as the log script would write them: the entry count goes with the entry
-    await ctx.redis.xadd(stream, {"n": 3, "c": f"not json\n{refused.payload()}\t\n{ok.payload()}\t"})
+    await ctx.redis.xadd(stream, {"n": 3, "c": f"not a row\n{refused.row()}\n{ok.row()}"})
     await ctx.redis.incrby(keys.backlog_key(prefix), 3)
     await drain(app)
     async with ctx.pool.acquire() as conn:
         stored = {r[0] for r in await conn.fetch("SELECT click_id FROM clicks WHERE code = $1", code)}
     assert stored == set(good)
     rejected = await ctx.redis.xrange(keys.rejects_key(prefix))
-    payloads = [fields[b"c"] for _, fields in rejected]
-    assert b"not json" in payloads and refused.payload().encode() in payloads
+    rows = [fields[b"c"] for _, fields in rejected]
+    assert b"not a row" in rows and refused.row().encode() in rows

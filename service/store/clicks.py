@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -54,73 +55,47 @@ _ADD_COUNTS = ", ".join(
     f'{c} = click_rollups.{c} + EXCLUDED.{c}' for c in ("clicks", "valid_clicks", *(f'"{r}"' for r in REASON_COLUMNS))
 )
 _REASON_FILTERS = ", ".join(f"count(*) FILTER (WHERE reason = '{r}')" for r in REASON_COLUMNS)
+# Clicks not stored yet go in; the hourly rollups count exactly those. Safe to repeat.
+_MERGE = f"""
+WITH new AS (
+    INSERT INTO clicks ({_COLS}) SELECT {_COLS} FROM clicks_in ON CONFLICT DO NOTHING
+    RETURNING code, clicked_at, seller_id, reason
+), counted AS (
+    INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {_COUNTS})
+    SELECT code, date_trunc('hour', clicked_at, 'UTC'), min(seller_id), count(*),
+           count(*) FILTER (WHERE reason IS NULL), {_REASON_FILTERS}
+    FROM new GROUP BY 1, 2
+    ON CONFLICT (code, hour) DO UPDATE SET {_ADD_COUNTS}
+)
+SELECT count(*) FROM new
+"""
 
 
-def _hourly(records: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
-    """Columns for click_rollups: per (code, hour) the seller and the counts of the batch."""
-    counts: dict[tuple[str, datetime], list[Any]] = {}
-    for record in records:
-        code, at, seller, reason = record[2], record[1], record[3], record[5]
-        key = (code, at.replace(minute=0, second=0, microsecond=0))
-        row = counts.get(key)
-        if row is None:
-            row = counts[key] = [seller, 0, 0, *([0] * len(REASON_COLUMNS))]
-        row[1] += 1
-        if reason is None:
-            row[2] += 1
-        else:
-            row[3 + REASON_COLUMNS.index(reason)] += 1
-    rows = [[code, hour, *values] for (code, hour), values in counts.items()]
-    return [list(column) for column in zip(*rows, strict=True)]
+async def _staging(conn: asyncpg.Connection) -> None:
+    if not await conn.fetchval("SELECT to_regclass('pg_temp.clicks_in') IS NOT NULL"):
+        await conn.execute(
+            f"CREATE TEMP TABLE clicks_in ON COMMIT DELETE ROWS AS SELECT {_COLS} FROM clicks WITH NO DATA"
+        )
+
+
+async def write_rows(conn: asyncpg.Connection, rows: bytes, columns: Sequence[str]) -> int:
+    """Store clicks given as lines of COPY text (the click log's own format, so the writer
+    never parses a click); returns how many were new."""
+    async with conn.transaction():
+        await _staging(conn)
+        await conn.copy_to_table("clicks_in", source=io.BytesIO(rows), columns=list(columns), format="text")
+        inserted: int = await conn.fetchval(_MERGE)
+    return inserted
 
 
 async def write_batch(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> int:
-    """Insert clicks that are not there yet, and count them in click_rollups; returns how many
-    were new. Safe to repeat.
-
-    The usual batch is new and goes straight in with COPY; a batch written before (a writer
-    that died between commit and acknowledgement) goes through ON CONFLICT DO NOTHING instead,
-    and only the clicks actually inserted are counted.
-    """
+    """Store clicks given as tuples (columns COLUMNS); returns how many were new."""
     if not records:
         return 0
-    try:
-        async with conn.transaction():
-            await conn.copy_records_to_table("clicks", records=records, columns=COLUMNS)
-            await conn.execute(
-                f"""
-                INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {_COUNTS})
-                SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bigint[], $5::bigint[],
-                                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
-                                     $11::bigint[])
-                ON CONFLICT (code, hour) DO UPDATE SET {_ADD_COUNTS}
-                """,
-                *_hourly(records),
-            )
-        return len(records)
-    except asyncpg.UniqueViolationError:
-        pass
     async with conn.transaction():
-        if not await conn.fetchval("SELECT to_regclass('pg_temp.clicks_in') IS NOT NULL"):
-            await conn.execute(
-                f"CREATE TEMP TABLE clicks_in ON COMMIT DELETE ROWS AS SELECT {_COLS} FROM clicks WITH NO DATA"
-            )
+        await _staging(conn)
         await conn.copy_records_to_table("clicks_in", records=records, columns=COLUMNS)
-        inserted: int = await conn.fetchval(
-            f"""
-            WITH new AS (
-                INSERT INTO clicks ({_COLS}) SELECT {_COLS} FROM clicks_in ON CONFLICT DO NOTHING
-                RETURNING code, clicked_at, seller_id, reason
-            ), counted AS (
-                INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {_COUNTS})
-                SELECT code, date_trunc('hour', clicked_at, 'UTC'), min(seller_id), count(*),
-                       count(*) FILTER (WHERE reason IS NULL), {_REASON_FILTERS}
-                FROM new GROUP BY 1, 2
-                ON CONFLICT (code, hour) DO UPDATE SET {_ADD_COUNTS}
-            )
-            SELECT count(*) FROM new
-            """
-        )
+        inserted: int = await conn.fetchval(_MERGE)
     return inserted
 
 

@@ -56,15 +56,15 @@ def rejects_key(prefix: str) -> str:
 
 # ARGV: prefix, dedup ttl, attribution ttl, stream shard, then one line per click, tab-separated:
 #   kind ('v' for a dedup candidate, else '-'), click id, time ms, reason, code, seller,
-#   device hash, payload (JSON, which never holds a raw tab or newline).
+#   device hash, and the click's row in COPY text format less its reason and original click id.
 # Per click: the dedup mark (SET NX holding the first click id) and the attribution record;
-# per batch: one stream entry {n: clicks, c: "payload<TAB>first click id" lines} and the
+# per batch: one stream entry {n: clicks, c: the complete rows, one a line} and the
 # backlog count. Returns per click the first click's id for a repeat, else ''.
 LOG_SCRIPT = """
 local prefix, dedup_ttl, attr_ttl, shard = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local out, entry, buckets = {}, {}, {}
 for line in string.gmatch(ARGV[5], '[^\\n]+') do
-  local kind, cid, ts, reason, code, seller, device, payload =
+  local kind, cid, ts, reason, code, seller, device, row =
     string.match(line, '^(.-)\\t(.-)\\t(.-)\\t(.-)\\t(.-)\\t(.-)\\t(.-)\\t(.*)$')
   local first = false
   if kind == 'v' then
@@ -82,7 +82,13 @@ for line in string.gmatch(ARGV[5], '[^\\n]+') do
   end
   buckets[akey] = true
   out[#out + 1] = first or ''
-  entry[#entry + 1] = payload .. '\\t' .. (first or '')
+  if first then
+    entry[#entry + 1] = row .. '\\tERR_DUP\\t' .. first
+  elseif reason == '' then
+    entry[#entry + 1] = row .. '\\t\\\\N\\t\\\\N'
+  else
+    entry[#entry + 1] = row .. '\\t' .. reason .. '\\t\\\\N'
+  end
 end
 for akey in pairs(buckets) do redis.call('EXPIRE', akey, attr_ttl + 60) end
 redis.call('XADD', prefix .. '{s' .. shard .. '}:clicks', '*', 'n', #entry, 'c', table.concat(entry, '\\n'))
