@@ -100,9 +100,8 @@ def parse_time(value: Any, field: str) -> datetime:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            if parsed.tzinfo is not None:
+            if parsed.tzinfo is not None and 1970 <= parsed.astimezone(UTC).year <= 9998:
                 return parsed
+        except (ValueError, OverflowError):
+            pass
     raise invalid({field: "an RFC 3339 time with an offset, e.g. 2024-05-01T12:00:00Z"})

@@ -61,8 +61,12 @@ class Clicks:
             at_ms, reason, first, code, seller = text.split("|", 4)
             return ClickFacts(click_id, datetime.fromtimestamp(int(at_ms) / 1000, UTC), reason, first or None,
                               code, seller or None)
+        try:
+            at = click_time(click_id)
+        except (ValueError, OverflowError):  # well formed, but no time we could have made
+            return None
         async with self.pool.acquire() as conn:
-            row = await click_sql.find_click(conn, click_id, click_time(click_id))
+            row = await click_sql.find_click(conn, click_id, at)
         if row is None:
             if redis_failed:
                 # The click may be answered but not yet in Postgres: saying "no click" could be wrong.

@@ -80,6 +80,8 @@ def verify_signature(
         parts.setdefault(key, []).append(value)
     try:
         raw_t = parts["t"][0]
+        if not raw_t.isdigit() or len(raw_t) > 12:
+            raise ValueError(raw_t)
         timestamp = int(raw_t)
     except (KeyError, ValueError):
         raise ApiError("ERR_401", "Mcode-Signature needs t=<unix seconds>") from None

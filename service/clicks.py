@@ -153,17 +153,24 @@ class ClickLog:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
         self.pending.append((click, dedup, future))
-        if len(self.pending) == 1 and len(self.pumps) < MAX_INFLIGHT:
-            pump = loop.create_task(self._run())
-            self.pumps.add(pump)
-            pump.add_done_callback(self.pumps.discard)
+        # A running pump takes whatever is pending when its call returns; a new one is needed
+        # for the first click of a quiet spell, or when no pump is left at all.
+        if len(self.pumps) < MAX_INFLIGHT and (len(self.pending) == 1 or not self.pumps):
+            self.pumps.add(loop.create_task(self._run()))
         return future
 
     async def _run(self) -> None:
-        await asyncio.sleep(0)  # let the rest of this loop tick add its clicks
-        while self.pending:
-            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
-            await self._write(batch)
+        try:
+            await asyncio.sleep(0)  # let the rest of this loop tick add its clicks
+            while self.pending:
+                batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+                await self._write(batch)
+        finally:
+            # In the same step that saw nothing pending: no click can arrive in between and
+            # find every pump gone but still counted.
+            task = asyncio.current_task()
+            if task is not None:
+                self.pumps.discard(task)
 
     async def _write(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> None:
         # One argument for the whole batch: the client's cost is per argument, not per byte.

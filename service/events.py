@@ -257,20 +257,17 @@ async def post_event(request: Request) -> Response:
 
 async def _record(ctx: Context, event: dict[str, Any], body_hash: bytes) -> Response:
     kind = event["type"]
-    verdict = None
-    if kind in ("cart", "order"):
-        verdict = await ctx.attribution.judge(event["click_id"], event["occurred_at"])
     async with ctx.pool.acquire() as conn, conn.transaction():
         if not await sql.claim_event(conn, event["event_id"], kind, body_hash, event["occurred_at"]):
             first_hash, answer = await sql.stored_event(conn, event["event_id"])
             if first_hash != body_hash:
                 raise ApiError("ERR_409", f"event '{event['event_id']}' was already used with another body")
             return ApiResponse(answer, status_code=200)
+        # Judged only once the event is known to be new: a replay never depends on Redis.
         if kind == "cart":
-            assert verdict is not None
-            answer = await _cart(conn, event, verdict)
+            answer = await _cart(conn, event, await ctx.attribution.judge(event["click_id"], event["occurred_at"]))
         elif kind == "order":
-            assert verdict is not None
+            verdict = await ctx.attribution.judge(event["click_id"], event["occurred_at"])
             answer = await _order(conn, ctx, event, verdict)
         elif kind == "payment":
             answer = await _payment(conn, event)

@@ -56,7 +56,10 @@ async def redirect(request: Request) -> Response:
         record.product_id if record else None, reason, device_hash(device), truncate_ip(ip),
         user_agent[:MAX_TEXT], headers.get("referer", "")[:MAX_TEXT],
     )
-    first = await ctx.click_log.log(click, dedup=reason == VALID)
+    try:
+        first = await ctx.click_log.log(click, dedup=reason == VALID)
+    except Exception:  # neither Redis nor the local spool took the click: do not pretend
+        return buyer_error(request, ApiError("ERR_503", "the service cannot record this click right now"))
     if first:
         reason = "ERR_DUP"
     _COUNTERS[reason].inc()

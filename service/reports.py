@@ -42,7 +42,10 @@ def _day(request: Request, name: str, default: date) -> date:
     try:
         if not _DATE_RE.fullmatch(raw):
             raise ValueError(raw)
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
+        if not 1970 <= day.year <= 9998:
+            raise ValueError(raw)
+        return day
     except ValueError:
         raise invalid({name: "a date as YYYY-MM-DD"}) from None
 

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     def _rate(cls, value: Decimal) -> Decimal:
         if not Decimal(0) <= value <= Decimal(1):
             raise ValueError("must be between 0 and 1")
+        if -value.as_tuple().exponent > 5:  # type: ignore[operator]
+            raise ValueError("at most 5 decimal places (as stored with each order)")
         return value
 
     @model_validator(mode="after")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import idna
 
 from service.codes import UTM_FIELDS
 
 CLICK_PARAM = "mc_click"
+# Characters left as they are when percent-encoding a product URL (RFC 3986 reserved, unreserved, %).
+_URL_SAFE = "/:@!$&'()*+,;=?-._~%"
 _OVERRIDDEN = frozenset((*UTM_FIELDS, CLICK_PARAM))
 # Characters that browsers or parsers read differently from urllib: refuse them outright.
 _AMBIGUOUS = re.compile(r"[\\\s\x00-\x1f\x7f]")
@@ -86,7 +88,11 @@ def normalize_product_url(url: str, policy: HostPolicy) -> str:
         raise UrlError("host must be a domain name, not an IP address")
     if not policy.allows(host):
         raise UrlError(f"host '{host}' is not in MCODE_ALLOWED_HOSTS")
-    return urlunsplit(("https", host, parts.path or "/", parts.query, parts.fragment))
+    # Location headers are ASCII: anything else is percent-encoded once, here.
+    return urlunsplit((
+        "https", host, quote(parts.path or "/", safe=_URL_SAFE), quote(parts.query, safe=_URL_SAFE),
+        quote(parts.fragment, safe=_URL_SAFE),
+    ))
 
 
 def host_of(url: str) -> str:
@@ -100,9 +106,10 @@ def landing_parts(url: str, utm: dict[str, str | None]) -> tuple[str, str]:
     and the fragment stays last.
     """
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in _OVERRIDDEN]
-    query += [(k, v) for k in UTM_FIELDS if (v := utm.get(k))]
-    head = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    # The product's own parameters stay exactly as written (a bare `flag`, its own escapes).
+    kept = [p for p in parts.query.split("&") if p and unquote_plus(p.split("=", 1)[0]) not in _OVERRIDDEN]
+    ours = urlencode([(k, v) for k in UTM_FIELDS if (v := utm.get(k))])
+    head = urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join([*kept, ours]), ""))
     fragment = f"#{parts.fragment}" if parts.fragment else ""
     return f"{head}&{CLICK_PARAM}=", fragment
 

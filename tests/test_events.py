@@ -258,3 +258,13 @@ def test_commission_rounding_half_even(amount: Decimal, rate: Decimal) -> None:
     exact = amount * rate * 100
     if exact - int(exact) == Decimal("0.5"):
         assert int(value * 100) % 2 == 0  # a tie goes to the even cent
+
+
+async def test_hostile_values_are_refused_not_crashed(client: httpx.AsyncClient) -> None:
+    body = json.dumps(order("f" * 28)).encode()
+    r = await client.post("/v1/events", content=body, headers={"mcode-signature": "t=" + "9" * 400 + ",v1=00"})
+    assert r.status_code == 401
+    r = await post(client, order("ffffffffffff0000000000000000"))  # a click id from the year 10889
+    assert (r.status_code, r.json()["reason"]) == (201, "ERR_NO_CLICK")
+    r = await post(client, order("0" * 28, at="0001-01-01T00:00:00+05:00"))
+    assert r.status_code == 422 and "occurred_at" in r.json()["error"]["fields"]

@@ -206,3 +206,10 @@ async def test_a_click_reaches_reports_within_seconds(code: Maker) -> None:
                     break
                 await asyncio.sleep(0.1)
             assert rows[0]["clicks"] == 1
+
+
+async def test_dates_out_of_range_are_refused(client: httpx.AsyncClient) -> None:
+    for params in ({"from": "0001-01-01", "to": "0001-01-02", "tz": "Asia/Tokyo"}, {"to": "9999-12-31"}):
+        for path in ("/v1/reports/traffic", "/v1/reports/invalid-clicks"):
+            r = await client.get(path, headers=ADMIN_HEADERS, params=params)
+            assert r.status_code == 422, (path, params)

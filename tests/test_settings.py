@@ -48,3 +48,10 @@ def test_env_file_is_read(tmp_path: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.delenv("MCODE_ENV", raising=False)
     s = Settings(_env_file=str(env))  # type: ignore[call-arg]
     assert s.dedup_window_s == 60
+
+
+def test_default_rate_keeps_to_what_orders_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCODE_ENV", "dev")
+    monkeypatch.setenv("MCODE_DEFAULT_COMMISSION_RATE", "0.123456")
+    with pytest.raises(ValidationError, match="5 decimal places"):
+        Settings(_env_file=None)  # type: ignore[call-arg]

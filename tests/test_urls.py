@@ -74,3 +74,13 @@ def test_landing_url_keeps_query_replaces_utm_fragment_last() -> None:
         "https://www.aliexpress.com/item/1.html?spm=x&a=1&utm_source=ig&utm_medium=social&utm_campaign=c"
         "&utm_content=d#reviews"
     )
+
+
+def test_non_ascii_is_percent_encoded_and_bare_flags_are_kept() -> None:
+    url = normalize_product_url("https://www.aliexpress.com/item/товар?q=кот&flag#отзывы", POLICY)
+    assert url.isascii()
+    assert url == ("https://www.aliexpress.com/item/%D1%82%D0%BE%D0%B2%D0%B0%D1%80?q=%D0%BA%D0%BE%D1%82&flag"
+                   "#%D0%BE%D1%82%D0%B7%D1%8B%D0%B2%D1%8B")
+    utm = {"utm_source": "ig", "utm_medium": "m", "utm_campaign": "c", "utm_content": "d", "utm_term": None}
+    assert landing_url(url, utm).startswith(
+        "https://www.aliexpress.com/item/%D1%82%D0%BE%D0%B2%D0%B0%D1%80?q=%D0%BA%D0%BE%D1%82&flag&utm_source=ig")
