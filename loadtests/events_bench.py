@@ -76,9 +76,10 @@ async def main() -> None:
             events.write_text("".join(f"{signed(b)['mcode-signature']}\t{b.decode()}\n" for b in bodies))
             threads = 2
             for label in ("first posts", "replays"):
-                out = subprocess.run(
-                    ["wrk", f"-t{threads}", f"-c{args.connections}", "-d60s", "-s", str(HERE / "events.lua"),
-                     base, "--", str(events), str(threads)], capture_output=True, text=True, check=True).stdout
+                command = ["wrk", f"-t{threads}", f"-c{args.connections}", "-d60s", "-s", str(HERE / "events.lua"),
+                           base, "--", str(events), str(threads)]
+                done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, check=True)
+                out = done.stdout
                 rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
                 bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
                 print(f"{label:<12} {float(rps.group(1)) if rps else 0:8,.0f} events/s, "
