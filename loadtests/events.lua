@@ -1,5 +1,6 @@
 -- Posts pre-signed order events, one line each ("<Mcode-Signature>\t<body>") from the file
--- named by the first argument; thread k of n takes lines k, k+n, k+2n, ... and stops at the end.
+-- named by the first argument; thread k of n takes lines k, k+n, k+2n, ... (and wraps around,
+-- which makes the rest replays: give it more lines than a run can post).
 local threads = 0
 function setup(thread)
   thread:set("tid", threads)
@@ -15,11 +16,8 @@ function init(args)
 end
 
 function request()
+  if lines[index] == nil then index = tid + 1 end
   local line = lines[index]
-  if line == nil then
-    wrk.thread:stop()
-    line = lines[1]
-  end
   index = index + step
   local signature, body = string.match(line, "^(.-)\t(.*)$")
   return wrk.format("POST", "/v1/events", {["Mcode-Signature"] = signature, ["Content-Type"] = "application/json"}, body)

@@ -43,7 +43,8 @@ def signed(body: bytes) -> dict[str, str]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--events", type=int, default=30000, help="more than one run can post")
+    parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=32, help="clients making the clicks first")
     args = parser.parse_args()
@@ -76,18 +77,21 @@ async def main() -> None:
             events.write_text("".join(f"{signed(b)['mcode-signature']}\t{b.decode()}\n" for b in bodies))
             threads = 2
             for label in ("first posts", "replays"):
-                command = ["wrk", f"-t{threads}", f"-c{args.connections}", "-d60s", "-s", str(HERE / "events.lua"),
-                           base, "--", str(events), str(threads)]
+                command = ["wrk", "--latency", f"-t{threads}", f"-c{args.connections}", f"-d{args.duration}s",
+                           "-s", str(HERE / "events.lua"), base, "--", str(events), str(threads)]
                 done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, check=True)
                 out = done.stdout
                 rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+                sent = re.search(r"(\d+) requests in", out)
                 bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-                print(f"{label:<12} {float(rps.group(1)) if rps else 0:8,.0f} events/s, "
-                      f"non-2xx answers: {bad.group(1) if bad else 0}")
+                p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+                print(f"{label:<12} {float(rps.group(1)) if rps else 0:8,.0f} events/s "
+                      f"({sent.group(1) if sent else '?'} posted of {len(bodies)} signed), "
+                      f"p99 {p99.group(1) if p99 else '?'}, non-2xx answers: {bad.group(1) if bad else 0}")
             events.unlink()
             r = await client.get("/v1/reports/traffic", params={"seller_id": "bench"},
                                  headers={"Authorization": f"Bearer {ADMIN}"})
-            print(f"attributed orders in the report: {r.json()['rows'][0]['orders']} of {len(bodies)}")
+            print(f"attributed orders in the report: {r.json()['rows'][0]['orders']}")
     finally:
         server.terminate()
         server.wait(timeout=30)
