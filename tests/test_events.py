@@ -268,3 +268,26 @@ async def test_hostile_values_are_refused_not_crashed(client: httpx.AsyncClient)
     assert (r.status_code, r.json()["reason"]) == (201, "ERR_NO_CLICK")
     r = await post(client, order("0" * 28, at="0001-01-01T00:00:00+05:00"))
     assert r.status_code == 422 and "occurred_at" in r.json()["error"]["fields"]
+
+
+async def test_redis_down_orders_fall_back_to_postgres_or_ask_for_a_retry(
+    app: Starlette, client: httpx.AsyncClient, code: Maker
+) -> None:
+    from tests.faults import Proxy
+
+    _, stored = await a_click(client, code)
+    await drain(app)
+    _, unstored = await a_click(client, code)  # answered, still in the stream
+    proxy = await Proxy(6379).start()
+    cut_off = create_app(make_settings(redis_url=f"redis://127.0.0.1:{proxy.port}/15"))
+    try:
+        async with LifespanManager(cut_off):
+            transport = httpx.ASGITransport(app=cut_off)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                await proxy.cut()
+                assert (await post(c, order(stored))).json()["status"] == "attributed"
+                r = await post(c, order(unstored))
+                assert r.status_code == 503  # not a wrong ERR_NO_CLICK: the order system retries
+    finally:
+        await proxy.close()
+    assert (await post(client, order(unstored))).json()["status"] == "attributed"
