@@ -53,7 +53,10 @@ async def json_object(request: Request, limit: int) -> dict[str, Any]:
     The Content-Type is not insisted on: callers authenticate with a bearer token, so there is
     no form-post forgery to fend off, and `curl -d` (form-encoded by default) should just work.
     """
-    body = await read_body(request, limit)
+    return parse_object(await read_body(request, limit))
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service import metrics
-from service.api import ApiResponse, parse_time, read_body
+from service.api import ApiResponse, parse_object, parse_time, read_body
 from service.attribution import Verdict
 from service.auth import verify_signature
 from service.context import Context
@@ -241,12 +241,7 @@ async def post_event(request: Request) -> Response:
     data: Any = None
     try:
         verify_signature(request.headers.get("mcode-signature"), raw, ctx.settings.event_secrets, time.time())
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError("ERR_400", "body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise ApiError("ERR_400", "body must be a JSON object")
+        data = parse_object(raw)
         response = await _record(ctx, validate(data, datetime.now(UTC)), _body_hash(data))
     except ApiError:
         if (kind := _type_label(data)) is not None:
