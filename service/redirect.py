@@ -12,7 +12,7 @@ from service import metrics
 from service.clicks import VALID, Click, new_click_id, now_ms
 from service.context import Context
 from service.devices import device_hash, truncate_ip
-from service.errors import ApiError, buyer_error
+from service.errors import BUYER_SENTENCES, ApiError, buyer_error
 
 MAX_TEXT = 512
 # What is kept of a code that is not ours: no separators or control characters reach the log.
@@ -64,7 +64,7 @@ async def redirect(request: Request) -> Response:
         reason = "ERR_DUP"
     _COUNTERS[reason].inc()
     if record is None or reason not in (VALID, "ERR_BOT", "ERR_DUP"):
-        response = buyer_error(request, ApiError(reason, "this link does not lead anywhere"),
+        response = buyer_error(request, ApiError(reason, BUYER_SENTENCES[reason]),
                                headers={"cache-control": NO_STORE})
     else:
         location = f"{record.head}{first or click.click_id}{record.fragment}"
