@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -21,7 +22,7 @@ from service.clicks import ClickLog
 from service.codes import Signer
 from service.context import Context
 from service.devices import Devices
-from service.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
+from service.errors import ApiError, buyer_error, handle_api_error, handle_http_exception, handle_unexpected
 from service.records import Records
 from service.settings import Settings
 from service.spool import Spool
@@ -84,7 +85,7 @@ def new_writer(ctx: Context) -> Writer:
     return Writer(ctx.pool, ctx.redis, s.redis_prefix, ctx.spool, s.dedup_window_s)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> HotPath:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx = await open_context(settings or Settings())
@@ -101,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await task
             await close_context(ctx)
 
-    return Starlette(
+    return HotPath(Starlette(
         routes=ROUTES,
         lifespan=lifespan,
         exception_handlers={
@@ -109,14 +110,40 @@ def create_app(settings: Settings | None = None) -> Starlette:
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },
-    )
+    ))
+
+
+class HotPath:
+    """Answers GET/HEAD /e/{code} ahead of Starlette's middleware and router: redirects are
+    most of the traffic, and those layers cost more than the redirect's own judgement.
+    Everything else, the lifespan included, goes to the Starlette application."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (scope["type"] == "http" and path.startswith("/e/") and len(path) > 3 and "/" not in path[3:]
+                and scope["method"] in ("GET", "HEAD")):
+            scope["app"] = self.app
+            scope["path_params"] = {"code": path[3:]}
+            request = Request(scope, receive)
+            try:
+                response = await redirect.redirect(request)
+            except Exception:
+                log.exception("unhandled error on %s %s", scope["method"], path)
+                response = buyer_error(request, ApiError("ERR_500", "internal error"))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class _LazyApp:
     """`service.app:app` for uvicorn: reads the environment when the server starts, not on import."""
 
     def __init__(self) -> None:
-        self._app: Starlette | None = None
+        self._app: HotPath | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
