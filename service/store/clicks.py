@@ -118,8 +118,3 @@ async def find_click(conn: asyncpg.Connection, click_id: str, clicked_at: dateti
         "SELECT * FROM clicks WHERE click_id = $1 AND clicked_at = $2", click_id, clicked_at
     )
     return dict(row) if row else None
-
-
-async def count_clicks(conn: asyncpg.Connection, click_ids: Sequence[str]) -> int:
-    value: int = await conn.fetchval("SELECT count(*) FROM clicks WHERE click_id = ANY($1::text[])", list(click_ids))
-    return value
