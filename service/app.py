@@ -61,7 +61,8 @@ async def open_context(settings: Settings) -> Context:
     pool = await postgres.create_pool(settings.database_url)
     redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     hosts = HostPolicy(settings.allowed_hosts)
-    spool = Spool(settings.spool_dir)
+    # One folder per database and key prefix: two deployments on a host never replay each other's clicks.
+    spool = Spool(settings.spool_dir, namespace=f"{settings.database_url}|{settings.redis_prefix}")
     return Context(
         settings=settings, pool=pool, redis=redis, signer=Signer(settings.signing_keys), hosts=hosts,
         records=Records(pool, redis, settings.redis_prefix, settings.cache_ttl_s, hosts),

@@ -7,6 +7,7 @@ any live process on the host (an atomic rename claims them), so nothing waits fo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -29,8 +30,8 @@ def _alive(pid: int) -> bool:
 
 
 class Spool:
-    def __init__(self, directory: str) -> None:
-        self.dir = Path(directory)
+    def __init__(self, directory: str, namespace: str = "") -> None:
+        self.dir = Path(directory) / hashlib.sha256(namespace.encode()).hexdigest()[:16]
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pid = os.getpid()
         self.active = self.dir / f"{_ACTIVE}-{self.pid}.jsonl"

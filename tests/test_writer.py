@@ -167,13 +167,13 @@ async def test_redis_unreachable_buyer_still_redirected_and_click_kept(code: Mak
             again = await buyer.get(f"/e/{c['code']}", headers=BUYER)
             bot = await buyer.get(f"/e/{c['code']}", headers={"user-agent": "curl/8"})
             assert (first.status_code, again.status_code, bot.status_code) == (302, 302, 302)
-            assert list(tmp_path.glob("*.jsonl")), "the clicks wait in the local spool"
+            assert list(tmp_path.glob("*/*.jsonl")), "the clicks wait in the local spool"
             metrics = (await buyer.get("/metrics")).text
             assert 'mcode_dependency_errors_total{dependency="redis"} 0.0' not in metrics
         # the writer replays the spool into Postgres, judging the repeat there
         writer = new_writer(app.state.ctx)
         assert await writer.replay_spool() == 3
-    assert not list(tmp_path.glob("*.jsonl"))
+    assert not list(tmp_path.glob("*/*.jsonl"))
     conn = await asyncpg.connect(DATABASE_URL)
     try:
         rows = await conn.fetch("SELECT click_id, reason, original_click_id FROM clicks WHERE code = $1", c["code"])
