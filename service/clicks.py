@@ -32,6 +32,8 @@ VALID = ""  # the reason of a valid click, as carried in streams and attribution
 # finds the click in Redis; later deliveries fall back to Postgres.
 ATTRIBUTION_SLACK_S = 600
 REDIS_TIMEOUT_S = 1.0
+# After a failed call, clicks go straight to the spool for this long before Redis is tried again.
+REDIS_RETRY_S = 1.0
 # A burst larger than this is split, so one script call stays well inside REDIS_TIMEOUT_S
 # and does not hold Redis (single-threaded) for long.
 MAX_BATCH = 256
@@ -145,6 +147,7 @@ class ClickLog:
         self.ttls = (str(dedup_window_s), str(attribution_window_s + ATTRIBUTION_SLACK_S))
         self.script = redis.register_script(keys.LOG_SCRIPT)
         self.shard = 0
+        self.redis_down_until = 0.0
         self.pending: list[tuple[Click, bool, asyncio.Future[str]]] = []
         self.pumps: set[asyncio.Task[None]] = set()
 
@@ -180,12 +183,16 @@ class ClickLog:
             for c, dedup, _ in batch
         )
         self.shard = (self.shard + 1) % keys.STREAM_SHARDS
+        if time.monotonic() < self.redis_down_until:
+            await self._spool(batch)  # a buyer does not wait on a Redis known to be down
+            return
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
                 firsts = await self.script(args=[self.prefix, *self.ttls, self.shard, lines])
         except (RedisError, OSError, TimeoutError) as exc:
             metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             log.warning("redis unavailable for %d clicks, spooling them locally: %r", len(batch), exc)
+            self.redis_down_until = time.monotonic() + REDIS_RETRY_S
             await self._spool(batch)
             return
         for (_, _, future), first in zip(batch, firsts, strict=True):

@@ -208,3 +208,25 @@ async def test_entries_that_can_never_be_stored_are_set_aside_not_retried(app: S
     rejected = await ctx.redis.xrange(keys.rejects_key(prefix))
     rows = [fields[b"c"] for _, fields in rejected]
     assert b"not a row" in rows and refused.row().encode() in rows
+
+
+async def test_after_a_redis_outage_clicks_go_back_to_redis(code: Maker, tmp_path: Path) -> None:
+    from service.clicks import REDIS_RETRY_S
+
+    proxy = await Proxy(6379).start()
+    app = create_app(make_settings(redis_url=f"redis://127.0.0.1:{proxy.port}/15", spool_dir=str(tmp_path)))
+    async with LifespanManager(app), contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(proxy.close)
+        c = await code()
+        ctx = app.state.ctx
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.40", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as buyer:
+            await proxy.cut()
+            assert (await buyer.get(f"/e/{c['code']}", headers=BUYER)).status_code == 302
+            await proxy.restore()
+            await asyncio.sleep(REDIS_RETRY_S + 0.1)
+            before = await keys.backlog(ctx.redis, ctx.settings.redis_prefix)
+            r = await buyer.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": "Mozilla/5.0 (X11) Firefox/125"})
+            assert r.status_code == 302
+            assert await keys.backlog(ctx.redis, ctx.settings.redis_prefix) == before + 1
+        assert await new_writer(ctx).replay_spool() == 1
