@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import io
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -78,12 +77,17 @@ async def _staging(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    # An async source: asyncpg reads a file-like one in a worker thread.
+    yield data
+
+
 async def write_rows(conn: asyncpg.Connection, rows: bytes, columns: Sequence[str]) -> int:
     """Store clicks given as lines of COPY text (the click log's own format, so the writer
     never parses a click); returns how many were new."""
     async with conn.transaction():
         await _staging(conn)
-        await conn.copy_to_table("clicks_in", source=io.BytesIO(rows), columns=list(columns), format="text")
+        await conn.copy_to_table("clicks_in", source=_once(rows), columns=list(columns), format="text")
         inserted: int = await conn.fetchval(_MERGE)
     return inserted
 
