@@ -34,8 +34,9 @@ log = logging.getLogger("mcode.writer")
 # Stream entries read at once; each holds the clicks of one click-log batch (up to 256).
 BATCH = 200
 BLOCK_MS = 500
-# After a batch smaller than BATCH, wait this long for more: a few hundred milliseconds of lag
-# buy batches large enough that the per-batch cost (round trips, a transaction) stops mattering.
+# After a round that wrote fewer than LINGER_BELOW clicks, wait this long for more: a few hundred
+# milliseconds of lag buy batches large enough that the per-batch cost (round trips, a
+# transaction) stops mattering.
 LINGER_S = 0.25
 LINGER_BELOW = 2000  # clicks
 # An entry read but not acknowledged for this long belongs to a writer presumed dead.
@@ -178,7 +179,7 @@ class Writer:
                 bad = await self._one_by_one(conn, rows)
         if bad:
             await self._set_aside(bad)
-        await self.ack(args=[self.prefix, stream, *sizes(entries)])
+        await self.ack(args=[self.prefix, stream, keys.WRITER_GROUP, *sizes(entries)])
         metrics.CLICKS_WRITTEN.inc(len(rows) - len(bad))
         return len(rows) - len(bad)
 

@@ -96,13 +96,13 @@ redis.call('INCRBY', prefix .. 'backlog', #entry)
 return out
 """
 
-# ARGV: prefix, stream, then pairs of (entry id, clicks in it). Acknowledges the entries and
+# ARGV: prefix, stream, consumer group, then pairs of (entry id, clicks in it). Acknowledges the entries and
 # deletes them; only an entry this call really deleted is taken off the backlog, so a batch
 # committed twice (a writer that died before acknowledging) is not subtracted twice.
 ACK_SCRIPT = """
-local prefix, stream = ARGV[1], ARGV[2]
-for i = 3, #ARGV, 2 do
-  redis.call('XACK', stream, 'writers', ARGV[i])
+local prefix, stream, group = ARGV[1], ARGV[2], ARGV[3]
+for i = 4, #ARGV, 2 do
+  redis.call('XACK', stream, group, ARGV[i])
   if redis.call('XDEL', stream, ARGV[i]) == 1 then
     redis.call('DECRBY', prefix .. 'backlog', ARGV[i + 1])
   end
