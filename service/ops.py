@@ -50,11 +50,14 @@ async def readyz(request: Request) -> Response:
 
 
 async def _backlog(ctx: Context) -> float:
+    """Clicks in the Redis streams plus those waiting in this host's spool (a Redis outage)."""
+    spooled = await asyncio.to_thread(ctx.spool.pending)
     try:
-        return float(await asyncio.wait_for(keys.backlog(ctx.redis, ctx.settings.redis_prefix), CHECK_TIMEOUT_S))
+        in_redis = await asyncio.wait_for(keys.backlog(ctx.redis, ctx.settings.redis_prefix), CHECK_TIMEOUT_S)
     except Exception:
         metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-        return math.nan
+        return float(spooled) if spooled else math.nan
+    return float(in_redis + spooled)
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -7,6 +7,7 @@ any live process on the host (an atomic rename claims them), so nothing waits fo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -76,6 +77,15 @@ class Spool:
             except FileNotFoundError:
                 continue  # another process claimed it first
             yield target
+
+    def pending(self) -> int:
+        """Clicks spooled on this host and not replayed yet."""
+        total = 0
+        for path in self.dir.glob("*.jsonl"):
+            with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    total += chunk.count(b"\n")
+        return total
 
     @staticmethod
     def read(path: Path) -> list[tuple[str, bool]]:

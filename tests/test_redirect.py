@@ -207,3 +207,18 @@ async def test_metrics_count_clicks_by_reason(app: Starlette, client: httpx.Asyn
     assert value(after, "ERR_BOT") == value(before, "ERR_BOT") + 1
     assert value(after, "ERR_400") == value(before, "ERR_400") + 1
     assert "mcode_redirect_duration_seconds_count" in after
+
+
+async def test_host_no_longer_allowed_is_404(code: Maker) -> None:
+    from asgi_lifespan import LifespanManager
+
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    c = await code()
+    narrowed = create_app(make_settings(allowed_hosts=("shop.example.org",)))
+    async with LifespanManager(narrowed):
+        transport = httpx.ASGITransport(app=narrowed, client=("198.51.100.50", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as buyer:
+            r = await buyer.get(f"/e/{c['code']}", headers=BUYER | {"accept": "application/json"})
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "ERR_404")

@@ -170,6 +170,7 @@ async def test_redis_unreachable_buyer_still_redirected_and_click_kept(code: Mak
             assert list(tmp_path.glob("*/*.jsonl")), "the clicks wait in the local spool"
             metrics = (await buyer.get("/metrics")).text
             assert 'mcode_dependency_errors_total{dependency="redis"} 0.0' not in metrics
+            assert "mcode_click_backlog 3.0" in metrics  # the spooled clicks are answered, not stored
         # the writer replays the spool into Postgres, judging the repeat there
         writer = new_writer(app.state.ctx)
         assert await writer.replay_spool() == 3
