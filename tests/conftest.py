@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +16,7 @@ from starlette.applications import Starlette
 
 from service.app import create_app
 from service.settings import Settings
+from tests.faults import Proxy
 
 RUN = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
 PG_ROOT = os.environ.get("MCODE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -130,6 +132,18 @@ def code(client: httpx.AsyncClient, seller: Maker, product: Maker) -> Maker:
         return data
 
     return make
+
+
+@contextlib.asynccontextmanager
+async def app_behind_redis_proxy(**overrides: Any) -> AsyncIterator[tuple[Any, Proxy]]:
+    """An application whose Redis is reached through a proxy the test can cut."""
+    proxy = await Proxy(6379).start()
+    application = create_app(make_settings(redis_url=f"redis://127.0.0.1:{proxy.port}/15", **overrides))
+    try:
+        async with LifespanManager(application):
+            yield application, proxy
+    finally:
+        await proxy.close()
 
 
 async def drain(app: Starlette) -> None:

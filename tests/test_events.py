@@ -17,7 +17,7 @@ from service.app import create_app
 from service.clicks import click_time
 from service.events import round_money
 from service.store import redis as keys
-from tests.conftest import ADMIN_HEADERS, OLD_SECRET, SECRET, Maker, drain, make_settings, uid
+from tests.conftest import ADMIN_HEADERS, OLD_SECRET, SECRET, Maker, app_behind_redis_proxy, drain, make_settings, uid
 from tests.test_redirect import BUYER, IPHONE, click_id_of
 
 
@@ -273,21 +273,14 @@ async def test_hostile_values_are_refused_not_crashed(client: httpx.AsyncClient)
 async def test_redis_down_orders_fall_back_to_postgres_or_ask_for_a_retry(
     app: Starlette, client: httpx.AsyncClient, code: Maker
 ) -> None:
-    from tests.faults import Proxy
-
     _, stored = await a_click(client, code)
     await drain(app)
     _, unstored = await a_click(client, code)  # answered, still in the stream
-    proxy = await Proxy(6379).start()
-    cut_off = create_app(make_settings(redis_url=f"redis://127.0.0.1:{proxy.port}/15"))
-    try:
-        async with LifespanManager(cut_off):
-            transport = httpx.ASGITransport(app=cut_off)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                await proxy.cut()
-                assert (await post(c, order(stored))).json()["status"] == "attributed"
-                r = await post(c, order(unstored))
-                assert r.status_code == 503  # not a wrong ERR_NO_CLICK: the order system retries
-    finally:
-        await proxy.close()
+    async with app_behind_redis_proxy() as (cut_off, proxy):
+        transport = httpx.ASGITransport(app=cut_off)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            await proxy.cut()
+            assert (await post(c, order(stored))).json()["status"] == "attributed"
+            r = await post(c, order(unstored))
+            assert r.status_code == 503  # not a wrong ERR_NO_CLICK: the order system retries
     assert (await post(client, order(unstored))).json()["status"] == "attributed"

@@ -1,7 +1,6 @@
 """The click pipeline under faults caused for real: a killed writer, Postgres and Redis cut off."""
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -11,17 +10,25 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
-from service.app import create_app, new_writer
+from service.app import new_writer
 from service.clicks import ROW_COLUMNS, Click, new_click_id, now_ms
 from service.devices import device_hash
 from service.store import clicks as sql
 from service.store import postgres
 from service.store import redis as keys
 from service.writer import Writer, decode
-from tests.conftest import ADMIN, DATABASE_URL, REDIS_URL, SECRET, SIGNING, Maker, drain, make_settings
+from tests.conftest import (
+    ADMIN,
+    DATABASE_URL,
+    REDIS_URL,
+    SECRET,
+    SIGNING,
+    Maker,
+    app_behind_redis_proxy,
+    drain,
+)
 from tests.faults import Proxy
 from tests.test_redirect import BUYER, click_id_of
 
@@ -155,10 +162,7 @@ async def test_postgres_unreachable_clicks_wait_in_the_stream(app: Starlette, cl
 
 
 async def test_redis_unreachable_buyer_still_redirected_and_click_kept(code: Maker, tmp_path: Path) -> None:
-    proxy = await Proxy(6379).start()
-    app = create_app(make_settings(redis_url=f"redis://127.0.0.1:{proxy.port}/15", spool_dir=str(tmp_path)))
-    async with LifespanManager(app), contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(proxy.close)
+    async with app_behind_redis_proxy(spool_dir=str(tmp_path)) as (app, proxy):
         c = await code()
         transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 1))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as buyer:
@@ -214,10 +218,7 @@ async def test_entries_that_can_never_be_stored_are_set_aside_not_retried(app: S
 async def test_after_a_redis_outage_clicks_go_back_to_redis(code: Maker, tmp_path: Path) -> None:
     from service.clicks import REDIS_RETRY_S
 
-    proxy = await Proxy(6379).start()
-    app = create_app(make_settings(redis_url=f"redis://127.0.0.1:{proxy.port}/15", spool_dir=str(tmp_path)))
-    async with LifespanManager(app), contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(proxy.close)
+    async with app_behind_redis_proxy(spool_dir=str(tmp_path)) as (app, proxy):
         c = await code()
         ctx = app.state.ctx
         transport = httpx.ASGITransport(app=app, client=("198.51.100.40", 1))
