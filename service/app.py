@@ -11,11 +11,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from service import catalog, events, imports, ops, redirect, reports
+from service import catalog, events, imports, metrics, ops, redirect, reports
 from service.attribution import Clicks
 from service.bots import Bots
 from service.clicks import ClickLog
@@ -33,7 +32,7 @@ from service.writer import Writer
 log = logging.getLogger("mcode")
 
 ROUTES = [
-    Route("/e/{code}", redirect.redirect, methods=["GET"]),
+    Route("/e/{code}", redirect.Endpoint(), methods=["GET", "HEAD"]),
     Route("/healthz", ops.healthz, methods=["GET"]),
     Route("/readyz", ops.readyz, methods=["GET"]),
     Route("/metrics", ops.metrics_endpoint, methods=["GET"]),
@@ -102,6 +101,7 @@ def create_app(settings: Settings | None = None) -> HotPath:
                 writer.stop()
                 await task
             await close_context(ctx)
+            metrics.REDIRECTS.flush()
 
     return HotPath(Starlette(
         routes=ROUTES,
@@ -127,15 +127,12 @@ class HotPath:
         path = scope.get("path", "")
         if (scope["type"] == "http" and path.startswith("/e/") and len(path) > 3 and "/" not in path[3:]
                 and scope["method"] in ("GET", "HEAD")):
-            scope["app"] = self.app
-            scope["path_params"] = {"code": path[3:]}
-            request = Request(scope, receive)
             try:
-                response = await redirect.redirect(request)
+                await redirect.redirect(self.state.ctx, scope, receive, send)
             except Exception:
                 log.exception("unhandled error on %s %s", scope["method"], path)
-                response = buyer_error(request, ApiError("ERR_500", "internal error"))
-            await response(scope, receive, send)
+                accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), "")
+                await buyer_error(accept, ApiError("ERR_500", "internal error"))(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

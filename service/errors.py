@@ -72,10 +72,10 @@ def json_error(err: ApiError, headers: dict[str, str] | None = None) -> JSONResp
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
-def prefers_json(request: Request) -> bool:
-    """True when the Accept header ranks application/json above text/html."""
+def prefers_json(accept: str) -> bool:
+    """True when an Accept header ranks application/json above text/html."""
     best_json = best_html = -1.0
-    for part in request.headers.get("accept", "").split(","):
+    for part in accept.split(","):
         media, _, params = part.strip().partition(";")
         q = 1.0
         for param in params.split(";"):
@@ -93,8 +93,9 @@ def prefers_json(request: Request) -> bool:
     return best_json > 0 and best_json > best_html
 
 
-def buyer_error(request: Request, err: ApiError, headers: dict[str, str] | None = None) -> Response:
-    if prefers_json(request):
+def buyer_error(accept: str, err: ApiError, headers: dict[str, str] | None = None) -> Response:
+    """The refusal a buyer's browser shows (HTML), or JSON when the Accept header asks for it."""
+    if prefers_json(accept):
         return json_error(err, headers)
     sentence = BUYER_SENTENCES.get(err.code, err.message)
     page = (

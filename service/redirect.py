@@ -1,37 +1,62 @@
-"""GET/HEAD /e/{code}: resolve, judge, log, answer — the hot path."""
+"""GET/HEAD /e/{code}: resolve, judge, log, answer — the hot path.
+
+It works on the raw ASGI scope and sends raw ASGI messages: Starlette's Request, Headers and
+Response objects cost more per click than the judgement itself (each header look-up scans and
+decodes every header; see loadtests/RESULTS.md).
+"""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from service import metrics
 from service.clicks import VALID, Click, new_click_id, now_ms
 from service.context import Context
-from service.devices import device_hash, truncate_ip
+from service.devices import COOKIE, cookie_value, device_hash, truncate_ip
 from service.errors import BUYER_SENTENCES, ApiError, buyer_error
 
 MAX_TEXT = 512
 # What is kept of a code that is not ours: no separators or control characters reach the log.
 _FOREIGN = re.compile(r"[^A-Za-z0-9_-]")
 NO_STORE = "no-store"
-_COUNTERS = {reason: metrics.CLICKS.labels(reason or "valid") for reason in ("", *metrics.CLICK_REASONS[1:])}
+# The only request headers the redirect reads (ASGI gives names in lower case).
+READ = {name.encode(): name for name in (
+    "user-agent", "cookie", "x-forwarded-for", "accept-language", "referer", "accept",
+    "sec-purpose", "purpose", "x-moz",  # prefetch signals, for the bot judge
+)}
+REDIRECTED = (VALID, "ERR_BOT", "ERR_DUP")
 
 
-async def redirect(request: Request) -> Response:
+def read_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The headers the redirect reads, decoded once; a repeated header keeps its first value,
+    but cookies from several Cookie headers are joined, as a browser would have sent them."""
+    out: dict[str, str] = {}
+    for name, value in raw:
+        key = READ.get(name)
+        if key is None:
+            continue
+        if key not in out:
+            out[key] = value.decode("latin-1")
+        elif key == "cookie":
+            out[key] += "; " + value.decode("latin-1")
+    return out
+
+
+async def redirect(ctx: Context, scope: Scope, receive: Receive, send: Send) -> None:
     started = time.perf_counter()
-    ctx: Context = request.app.state.ctx
-    code: str = request.path_params["code"]
-    headers = request.headers
+    code: str = scope["path"][3:]
+    headers = read_headers(scope["headers"])
     reason, record = "ERR_400", None
     if ctx.signer.verify(code):  # a forged or mangled code costs no I/O at all
         try:
             record, host_allowed = await ctx.records.get(code)
         except LookupError:
-            return buyer_error(request, ApiError("ERR_503", "the service cannot resolve this link right now"))
+            err = ApiError("ERR_503", "the service cannot resolve this link right now")
+            return await buyer_error(headers.get("accept", ""), err)(scope, receive, send)
         if record is None:
             reason = "ERR_400"
         elif not record.active:
@@ -40,15 +65,15 @@ async def redirect(request: Request) -> Response:
             reason = "ERR_403"
         elif not record.sellable or not host_allowed:
             reason = "ERR_404"
-        elif ctx.bots.is_bot(request.method, headers):
+        elif ctx.bots.is_bot(scope["method"], headers):
             reason = "ERR_BOT"
         else:
             reason = VALID
     user_agent = headers.get("user-agent", "")
-    peer = request.client.host if request.client else ""
-    ip = ctx.devices.client_ip(peer, headers.get("x-forwarded-for"))
+    client = scope.get("client")
+    ip = ctx.devices.client_ip(client[0] if client else "", headers.get("x-forwarded-for"))
     device, _ = ctx.devices.device_id(
-        request.cookies.get("mc_did"), ip, user_agent, headers.get("accept-language", "")
+        cookie_value(headers.get("cookie"), COOKIE), ip, user_agent, headers.get("accept-language", "")
     )
     at = now_ms()
     click = Click(
@@ -59,17 +84,27 @@ async def redirect(request: Request) -> Response:
     try:
         first = await ctx.click_log.log(click, dedup=reason == VALID)
     except Exception:  # neither Redis nor the local spool took the click: do not pretend
-        return buyer_error(request, ApiError("ERR_503", "the service cannot record this click right now"))
+        err = ApiError("ERR_503", "the service cannot record this click right now")
+        return await buyer_error(headers.get("accept", ""), err)(scope, receive, send)
     if first:
         reason = "ERR_DUP"
-    _COUNTERS[reason].inc()
-    if record is None or reason not in (VALID, "ERR_BOT", "ERR_DUP"):
-        response = buyer_error(request, ApiError(reason, BUYER_SENTENCES[reason]),
-                               headers={"cache-control": NO_STORE})
+    if record is None or reason not in REDIRECTED:
+        refusal = buyer_error(headers.get("accept", ""), ApiError(reason, BUYER_SENTENCES[reason]),
+                              headers={"cache-control": NO_STORE})
+        await refusal(scope, receive, send)
     else:
         location = f"{record.head}{first or click.click_id}{record.fragment}"
-        response = Response(status_code=302, headers={
-            "location": location, "cache-control": NO_STORE, "set-cookie": ctx.devices.cookie(device),
-        })
-    metrics.REDIRECT_SECONDS.observe(time.perf_counter() - started)
-    return response
+        await send({"type": "http.response.start", "status": 302, "headers": [
+            (b"location", location.encode("latin-1")), (b"cache-control", b"no-store"),
+            (b"set-cookie", ctx.devices.cookie(device).encode("latin-1")), (b"content-length", b"0"),
+        ]})
+        await send({"type": "http.response.body", "body": b""})
+    metrics.REDIRECTS.add(reason or "valid", time.perf_counter() - started)
+
+
+class Endpoint:
+    """/e/{code} as a Starlette route, so the router answers other methods with 405; GET and HEAD
+    reach `redirect` straight from app.HotPath, ahead of the router."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await redirect(scope["app"].state.ctx, scope, receive, send)

@@ -222,3 +222,20 @@ async def test_host_no_longer_allowed_is_404(code: Maker) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as buyer:
             r = await buyer.get(f"/e/{c['code']}", headers=BUYER | {"accept": "application/json"})
     assert (r.status_code, r.json()["error"]["code"]) == (404, "ERR_404")
+
+
+def test_read_headers_takes_what_the_redirect_reads() -> None:
+    from service.redirect import read_headers
+
+    raw = [(b"host", b"x"), (b"user-agent", b"first"), (b"user-agent", b"second"), (b"cookie", b"a=1"),
+           (b"cookie", b"mc_did=abc"), (b"referer", "https://b\xfccher.example/".encode("latin-1"))]
+    assert read_headers(raw) == {"user-agent": "first", "cookie": "a=1; mc_did=abc",
+                                 "referer": "https://b\xfccher.example/"}
+
+
+async def test_cookie_in_a_second_cookie_header_is_the_device(client: httpx.AsyncClient, code: Maker) -> None:
+    c = await code()
+    device = "D" * 22
+    r = await client.get(f"/e/{c['code']}", headers=[*BUYER.items(), ("cookie", "theme=dark"),
+                                                      ("cookie", f"mc_did={device}")])
+    assert r.headers["set-cookie"].startswith(f"mc_did={device};")
