@@ -104,7 +104,7 @@ class Records:
                 row = await conn.fetchrow(RECORD_SQL, code)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             metrics.DEPENDENCY_ERRORS.labels("postgres").inc()
-            log.warning("postgres unavailable resolving %s: %r", code, exc)
+            log.warning("postgres unavailable resolving %s: %s: %s", code, type(exc).__name__, exc)
             return stale or await self._from_redis(code)
         record = _record(dict(row)) if row else None
         await self._to_redis(code, record)

@@ -74,8 +74,22 @@ def consumer_name() -> str:
 
 
 def decode(entries: Sequence[Entry]) -> list[bytes]:
-    """The click rows (COPY text lines) of stream entries."""
-    return [line for _, fields in entries for line in fields.get(b"c", b"").split(b"\n") if line]
+    """The click rows (COPY text lines) of stream entries, repeats marked as the log script found them."""
+    rows: list[bytes] = []
+    for entry_id, fields in entries:
+        lines = fields.get(b"c", b"").split(b"\n")
+        for mark in filter(None, fields.get(b"d", b"").split(b",")):
+            number, _, first = mark.partition(b":")
+            if not number.isdigit() or not 0 < int(number) <= len(lines) or not first:
+                # Only the log script writes marks; a garbled one is reported, and its row stays
+                # as written (the worst case: a repeat stored as a valid click, never a lost one).
+                log.error("writer: unreadable repeat mark %r in stream entry %r", mark[:80], entry_id)
+                continue
+            # A candidate for dedup was written as valid: its last two columns become the repeat.
+            head = lines[int(number) - 1].rsplit(b"\t", 2)[0]
+            lines[int(number) - 1] = head + b"\tERR_DUP\t" + first
+        rows += filter(None, lines)
+    return rows
 
 
 def sizes(entries: Sequence[Entry]) -> list[str | bytes]:
@@ -129,7 +143,7 @@ class Writer:
                 await self._pause()
             except (RedisError, OSError) as exc:
                 metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-                log.warning("writer: redis unavailable: %r", exc)
+                log.warning("writer: redis unavailable: %s: %s", type(exc).__name__, exc)
                 await self._pause()
         log.info("click writer %s stopped", self.name)
 

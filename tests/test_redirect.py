@@ -1,3 +1,4 @@
+import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -199,7 +200,8 @@ async def test_metrics_count_clicks_by_reason(app: Starlette, client: httpx.Asyn
 
     c = await code()
     before = (await client.get("/metrics")).text
-    await client.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": IPHONE + " unique-metrics"})
+    device = uuid.uuid4().hex[:22]  # a device of its own: the click is valid, not a repeat
+    await client.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": IPHONE, "cookie": f"mc_did={device}"})
     await client.get(f"/e/{c['code']}", headers={"user-agent": "curl/8"})
     await client.get("/e/notacode", headers=BUYER)
     after = (await client.get("/metrics")).text

@@ -232,3 +232,17 @@ async def test_after_a_redis_outage_clicks_go_back_to_redis(code: Maker, tmp_pat
             assert r.status_code == 302
             assert await keys.backlog(ctx.redis, ctx.settings.redis_prefix) == before + 1
         assert await new_writer(ctx).replay_spool() == 1
+
+
+def test_decode_marks_the_repeats_the_log_script_found() -> None:
+    at = now_ms()
+    first, again, bot = (Click(new_click_id(at), at, "C0DE", "s", "p", reason, device_hash("d"), "203.0.113.0",
+                               "ua", "", None) for reason in ("", "", "ERR_BOT"))
+    block = f"{first.row()}\n{bot.row()}\n{again.row()}".encode()
+    rows = decode([(b"1-0", {b"n": b"3", b"c": block, b"d": f"3:{first.click_id}".encode()})])
+    assert rows[:2] == [first.row().encode(), bot.row().encode()]
+    again.reason, again.original_click_id = "ERR_DUP", first.click_id
+    assert rows[2] == again.row().encode()
+    # A garbled mark (only a corrupted entry has one) leaves the rows as written; nothing is lost.
+    for mark in (b"9:x", b"x:y", b"2:", b"0:abc"):
+        assert decode([(b"1-0", {b"n": b"3", b"c": block, b"d": mark})]) == block.split(b"\n")
