@@ -1,13 +1,13 @@
 """How well service.bots judges public User-Agent lists it was not written against.
 
+    .venv/bin/python loadtests/bots_data.py DATA_DIR   # rebuild the lists from registry packages
     .venv/bin/python loadtests/bots_eval.py DATA_DIR
 
-DATA_DIR holds one UA per line in files named *crawlers.txt / *bots.txt (should be flagged)
-and *browsers.txt / *devices.txt (should not). The lists used for RESULTS.md come from
-registry packages (built by the research script noted there): the crawlerdetect sdist's
-JayBizzle fixtures, woothee's test sets, fake-useragent, and the npm packages user-agents,
-top-user-agents and @ulixee/real-user-agents. The rules in service/bots.py were written
-against other lists (Matomo's fixtures and crawler-user-agents' own examples).
+DATA_DIR holds one UA per line in files named *crawlers.txt / *bots.txt (should be flagged),
+*browsers.txt / *devices.txt (should not) and *mixed.txt (unlabelled: only the share flagged is
+shown). See loadtests/bots_data.py for the sources. Rules may be tuned on the "-tune-" halves only;
+the "-heldout-" halves and the other lists are the measurement. The rules in service/bots.py were
+first written against other lists (Matomo's fixtures and crawler-user-agents' own examples).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from service.bots import Bots
 
 BOT_SUFFIXES = ("crawlers.txt", "bots.txt", "libraries.txt")
 HUMAN_SUFFIXES = ("browsers.txt", "devices.txt")
+MIXED_SUFFIXES = ("mixed.txt",)
 
 
 def main() -> None:
@@ -33,6 +34,8 @@ def main() -> None:
             kind, wanted = "recall", True
         elif path.name.endswith(HUMAN_SUFFIXES):
             kind, wanted = "false positives", False
+        elif path.name.endswith(MIXED_SUFFIXES):
+            kind, wanted = "flagged", False
         else:
             continue
         started = time.perf_counter()

@@ -1,8 +1,9 @@
+import re
 from pathlib import Path
 
 import pytest
 
-from service.bots import Bots
+from service.bots import EXTRA_RULES, Bots
 
 DATA = Path(__file__).parent / "data"
 BOTS = Bots()
@@ -40,3 +41,13 @@ def test_patterns_that_match_real_browsers_are_dropped() -> None:
     cubot_phone = ("Mozilla/5.0 (Linux; Android 11; CUBOT X30) AppleWebKit/537.36 (KHTML, like Gecko) "
                    "Chrome/120.0.0.0 Mobile Safari/537.36")
     assert not BOTS.is_bot("GET", {"user-agent": cubot_phone})
+
+
+def test_rules_split_between_re2_and_re_judge_like_one_re() -> None:
+    # RE2 and re differ at the edges (lookaround, Unicode classes): the split must not change a verdict
+    every_rule = re.compile("|".join(f"(?:{p})" for group in EXTRA_RULES.values() for p in group))
+    assert len(BOTS.ours_lookaround.pattern.split("|(?:")) < 10
+    for ua in lines("bot_user_agents.txt") + lines("browser_user_agents.txt"):
+        low = ua.strip().lower()
+        split = BOTS.ours.search(low) is not None or BOTS.ours_lookaround.search(low) is not None
+        assert split == (every_rule.search(low) is not None), ua
