@@ -27,7 +27,7 @@ from service.settings import Settings
 from service.spool import Spool
 from service.store import postgres
 from service.urls import HostPolicy
-from service.writer import Writer
+from service.writer import WRITER_REDIS_TIMEOUT_S, Writer
 
 log = logging.getLogger("mcode")
 
@@ -81,8 +81,11 @@ async def close_context(ctx: Context) -> None:
 
 
 def new_writer(ctx: Context) -> Writer:
+    """A writer with a Redis client of its own (close it with Writer.close): its replies are large
+    and read in many chunks, which in a busy web worker can outlast the hot path's 2 s timeout."""
     s = ctx.settings
-    return Writer(ctx.pool, ctx.redis, s.redis_prefix, ctx.spool, s.dedup_window_s)
+    redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=WRITER_REDIS_TIMEOUT_S, socket_connect_timeout=2)
+    return Writer(ctx.pool, redis, s.redis_prefix, ctx.spool, s.dedup_window_s)
 
 
 def create_app(settings: Settings | None = None) -> HotPath:
@@ -100,6 +103,7 @@ def create_app(settings: Settings | None = None) -> HotPath:
             if writer and task:
                 writer.stop()
                 await task
+                await writer.close()
             await close_context(ctx)
             metrics.REDIRECTS.flush()
 

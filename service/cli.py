@@ -87,6 +87,7 @@ def writer(batch: int, claim_idle_ms: int) -> None:
         try:
             await worker.run()
         finally:
+            await worker.close()
             await close_context(ctx)
 
     asyncio.run(run())

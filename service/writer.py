@@ -44,6 +44,10 @@ CLAIM_IDLE_MS = 15_000
 CLAIM_EVERY_S = 5.0
 PARTITIONS_EVERY_S = 3600.0
 RETRY_S = 1.0
+# A read of BATCH entries can be megabytes, read in chunks with the event loop running other
+# tasks in between (redis-py times the whole reply): in a web worker under load that took over
+# 2 s. The writer is not on a buyer's path, so it may wait longer for Redis than a redirect does.
+WRITER_REDIS_TIMEOUT_S = 30.0
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 POSTGRES_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
@@ -149,6 +153,9 @@ class Writer:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
 
     async def _pause(self, seconds: float = RETRY_S) -> None:
         with contextlib.suppress(TimeoutError):

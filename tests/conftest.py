@@ -155,11 +155,14 @@ async def drain(app: Starlette) -> None:
     await ctx.click_log.drain()
     writer = new_writer(ctx)
     writer.name = "test-drain"
-    for _ in range(200):
-        await writer.step()
-        if await keys.backlog(ctx.redis, ctx.settings.redis_prefix) == 0:
-            return
-    raise AssertionError("the click streams did not drain")
+    try:
+        for _ in range(200):
+            await writer.step()
+            if await keys.backlog(ctx.redis, ctx.settings.redis_prefix) == 0:
+                return
+        raise AssertionError("the click streams did not drain")
+    finally:
+        await writer.close()
 
 
 async def stored_click(app: Starlette, click_id: str) -> dict[str, Any] | None:

@@ -121,6 +121,8 @@ async def test_batches_written_twice_are_stored_once(app: Starlette) -> None:
     b = new_writer(ctx)
     b.claim_idle_ms = 0
     await b.claim_abandoned()
+    await a.close()
+    await b.close()
     assert await count(app, code) == (50, 50)
     assert await backlog(app) == 0
     async with ctx.pool.acquire() as conn:  # the hourly rollups counted each click once too
@@ -178,6 +180,7 @@ async def test_redis_unreachable_buyer_still_redirected_and_click_kept(code: Mak
         # the writer replays the spool into Postgres, judging the repeat there
         writer = new_writer(app.state.ctx)
         assert await writer.replay_spool() == 3
+        await writer.close()
     assert not list(tmp_path.glob("*/*.jsonl"))
     conn = await asyncpg.connect(DATABASE_URL)
     try:
@@ -231,7 +234,9 @@ async def test_after_a_redis_outage_clicks_go_back_to_redis(code: Maker, tmp_pat
             r = await buyer.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": "Mozilla/5.0 (X11) Firefox/125"})
             assert r.status_code == 302
             assert await keys.backlog(ctx.redis, ctx.settings.redis_prefix) == before + 1
-        assert await new_writer(ctx).replay_spool() == 1
+        writer = new_writer(ctx)
+        assert await writer.replay_spool() == 1
+        await writer.close()
 
 
 def test_decode_marks_the_repeats_the_log_script_found() -> None:
