@@ -116,9 +116,9 @@ async def reset_stores() -> None:
     shutil.rmtree("/tmp/mcode-bench-spool", ignore_errors=True)
 
 
-async def make_code(base: str) -> str:
+async def make_code(base: str, transport: httpx.AsyncBaseTransport | None = None) -> str:
     headers = {"Authorization": f"Bearer {ADMIN}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers) as c:
+    async with httpx.AsyncClient(base_url=base, headers=headers, transport=transport) as c:
         (await c.put("/v1/sellers/bench", json={"name": "Bench", "status": "active", "verified": True,
                                                 "affiliate_enabled": True})).raise_for_status()
         (await c.put("/v1/products/bench-p", json={
