@@ -135,7 +135,7 @@ class HotPath:
                 await redirect.redirect(self.state.ctx, scope, receive, send)
             except Exception:
                 log.exception("unhandled error on %s %s", scope["method"], path)
-                accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), "")
+                accept = redirect.read_headers(scope["headers"]).get("accept", "")
                 await buyer_error(accept, ApiError("ERR_500", "internal error"))(scope, receive, send)
             return
         await self.app(scope, receive, send)

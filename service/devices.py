@@ -19,19 +19,6 @@ COOKIE_MAX_AGE = 31536000
 _DEVICE_RE = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
-def cookie_value(header: str | None, name: str) -> str | None:
-    """One cookie's value from a Cookie header; the last one wins when it is sent twice, as in
-    Starlette's parser. Only what the redirect needs: parsing every cookie costs more."""
-    if not header or name not in header:
-        return None
-    found = None
-    for part in header.split(";"):
-        key, eq, value = part.partition("=")
-        if eq and key.strip() == name:
-            found = value.strip()
-    return found
-
-
 class Devices:
     def __init__(self, trusted: Sequence[IPNetwork], secret: str, cookie_secure: bool) -> None:
         self.trusted = tuple(trusted)

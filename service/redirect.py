@@ -11,12 +11,13 @@ import re
 import time
 from collections.abc import Iterable
 
+from starlette.requests import cookie_parser
 from starlette.types import Receive, Scope, Send
 
 from service import metrics
 from service.clicks import VALID, Click, new_click_id, now_ms
 from service.context import Context
-from service.devices import COOKIE, cookie_value, device_hash, truncate_ip
+from service.devices import COOKIE, device_hash, truncate_ip
 from service.errors import BUYER_SENTENCES, ApiError, buyer_error
 
 MAX_TEXT = 512
@@ -73,7 +74,7 @@ async def redirect(ctx: Context, scope: Scope, receive: Receive, send: Send) -> 
     client = scope.get("client")
     ip = ctx.devices.client_ip(client[0] if client else "", headers.get("x-forwarded-for"))
     device, _ = ctx.devices.device_id(
-        cookie_value(headers.get("cookie"), COOKIE), ip, user_agent, headers.get("accept-language", "")
+        cookie_parser(headers.get("cookie", "")).get(COOKIE), ip, user_agent, headers.get("accept-language", "")
     )
     at = now_ms()
     click = Click(

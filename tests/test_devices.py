@@ -4,7 +4,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from service.app import create_app
-from service.devices import Devices, cookie_value, device_hash, truncate_ip
+from service.devices import Devices, device_hash, truncate_ip
 from tests.conftest import Maker, drain, make_settings, stored_click
 from tests.test_redirect import BUYER, click_id_of
 
@@ -66,13 +66,3 @@ async def test_dedup_through_trusted_and_untrusted_proxies(code: Maker) -> None:
         row = await stored_click(app, b)
         assert row is not None and row["ip"] == "198.51.100.0"
 
-
-def test_cookie_value_reads_one_cookie_as_starlette_would() -> None:
-    assert cookie_value(None, "mc_did") is None
-    assert cookie_value("", "mc_did") is None
-    assert cookie_value("theme=dark", "mc_did") is None
-    assert cookie_value("theme=dark; mc_did=abc ; lang=en", "mc_did") == "abc"
-    assert cookie_value("xmc_did=evil; mc_did_old=x", "mc_did") is None  # a name that only contains ours
-    assert cookie_value("mc_did=first; mc_did=second", "mc_did") == "second"
-    assert cookie_value("mc_did", "mc_did") is None  # a name without a value
-    assert cookie_value("mc_did=a=b", "mc_did") == "a=b"
