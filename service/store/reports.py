@@ -48,19 +48,26 @@ class _Query:
         items = self.positions + list(extra)
         return f"GROUP BY {', '.join(items)}" if items else ""
 
+    async def fetch(self, conn: asyncpg.Connection, select: str, table: str, condition: str = "",
+                    *extra_group: str) -> list[dict[str, Any]]:
+        """`select` per group from `table` (as f, its code's row as d), within the period and seller."""
+        where = f"{condition} AND {self.where}" if condition else self.where
+        sql = f"""
+            SELECT {self.columns} {select}
+            FROM {table} f LEFT JOIN codes d ON d.code = f.code
+            WHERE {where}
+            {self.group(*extra_group)}
+        """
+        return [dict(r) for r in await conn.fetch(sql, *self.args)]
+
 
 async def click_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
                        start: datetime, end: datetime, tz: str) -> list[dict[str, Any]]:
     """From the clicks themselves: exact for any time zone, slower at size than hourly_click_counts."""
     q = _Query(keys, seller_id, start, end, tz)
     reasons = ", ".join(f"count(*) FILTER (WHERE f.reason = '{r}') AS \"{r}\"" for r in REASONS)
-    sql = f"""
-        SELECT {q.columns} count(*) AS clicks, count(*) FILTER (WHERE f.reason IS NULL) AS valid_clicks, {reasons}
-        FROM clicks f LEFT JOIN codes d ON d.code = f.code
-        WHERE {q.where}
-        {q.group()}
-    """
-    return [dict(r) for r in await conn.fetch(sql, *q.args)]
+    counts = f"count(*) AS clicks, count(*) FILTER (WHERE f.reason IS NULL) AS valid_clicks, {reasons}"
+    return await q.fetch(conn, counts, "clicks")
 
 
 async def hourly_click_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
@@ -68,42 +75,26 @@ async def hourly_click_counts(conn: asyncpg.Connection, keys: Sequence[str], sel
     """From click_rollups; `start` and `end` must fall on whole UTC hours."""
     q = _Query(keys, seller_id, start, end, tz, time="hour")
     counts = ", ".join(f'coalesce(sum(f."{c}"), 0)::bigint AS "{c}"' for c in ("clicks", "valid_clicks", *REASONS))
-    sql = f"""
-        SELECT {q.columns} {counts}
-        FROM click_rollups f LEFT JOIN codes d ON d.code = f.code
-        WHERE {q.where}
-        {q.group()}
-    """
-    return [dict(r) for r in await conn.fetch(sql, *q.args)]
+    return await q.fetch(conn, counts, "click_rollups")
 
 
 async def cart_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
                       start: datetime, end: datetime, tz: str) -> list[dict[str, Any]]:
     q = _Query(keys, seller_id, start, end, tz)
-    sql = f"""
-        SELECT {q.columns} count(*) AS carts
-        FROM carts f LEFT JOIN codes d ON d.code = f.code
-        WHERE f.counted AND {q.where}
-        {q.group()}
-    """
-    return [dict(r) for r in await conn.fetch(sql, *q.args)]
+    return await q.fetch(conn, "count(*) AS carts", "carts", "f.counted")
 
 
 async def order_sums(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
                      start: datetime, end: datetime, tz: str) -> list[dict[str, Any]]:
     """Per group and currency: orders, paid orders, GMV, payable and pending commission."""
     q = _Query(keys, seller_id, start, end, tz)
-    sql = f"""
-        SELECT {q.columns} f.currency AS currency, count(*) AS orders,
-               count(*) FILTER (WHERE f.paid_at IS NOT NULL) AS paid_orders,
-               sum(f.amount - f.refunded) AS gmv,
-               coalesce(sum(f.commission) FILTER (WHERE f.commission_status = 'payable'), 0) AS commission,
-               coalesce(sum(f.commission) FILTER (WHERE f.commission_status = 'pending'), 0) AS pending_commission
-        FROM orders f LEFT JOIN codes d ON d.code = f.code
-        WHERE f.attributed AND {q.where}
-        {q.group("f.currency")}
+    sums = """
+        f.currency AS currency, count(*) AS orders, count(*) FILTER (WHERE f.paid_at IS NOT NULL) AS paid_orders,
+        sum(f.amount - f.refunded) AS gmv,
+        coalesce(sum(f.commission) FILTER (WHERE f.commission_status = 'payable'), 0) AS commission,
+        coalesce(sum(f.commission) FILTER (WHERE f.commission_status = 'pending'), 0) AS pending_commission
     """
-    return [dict(r) for r in await conn.fetch(sql, *q.args)]
+    return await q.fetch(conn, sums, "orders", "f.attributed", "f.currency")
 
 
 async def invalid_clicks(conn: asyncpg.Connection, seller_id: str | None, start: datetime, end: datetime,
