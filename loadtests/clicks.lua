@@ -21,8 +21,8 @@ end
 
 function request()
   counter = counter + 1
-  local device = string.format("%s%02d%012d", run, tid or 0, counter)
-  device = string.sub(device .. "xxxxxxxxxxxxxxxxxxxxxx", 1, 22)
+  -- A device id has 22 characters: the run id is cut to 8, never the counter, so ids stay distinct.
+  local device = string.format("%s%02d%012d", string.sub(run .. "xxxxxxxx", 1, 8), tid or 0, counter)
   return wrk.format("GET", nil, {
     ["User-Agent"] = uas[counter % #uas + 1],
     ["Accept-Language"] = "en-US,en;q=0.9",

@@ -53,7 +53,7 @@ def main() -> None:
     url, seconds = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 10
     before, busy_before = cpu_by_process(), machine_busy()
     wrk = subprocess.Popen(
-        ["wrk", "-t2", "-c64", f"-d{seconds}s", "-s", str(HERE / "clicks.lua"), url, "--", f"cpu{int(time.time())}"],
+        ["wrk", "-t2", "-c64", f"-d{seconds}s", "-s", str(HERE / "clicks.lua"), url, "--", f"c{int(time.time()) % 10**7}"],
         stdout=subprocess.PIPE, text=True,
     )
     assert wrk.stdout is not None
