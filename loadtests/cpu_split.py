@@ -52,8 +52,9 @@ def machine_busy() -> float:
 def main() -> None:
     url, seconds = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 10
     before, busy_before = cpu_by_process(), machine_busy()
+    run_id = f"c{int(time.time()) % 10**7}"  # clicks.lua keeps 8 characters of it
     wrk = subprocess.Popen(
-        ["wrk", "-t2", "-c64", f"-d{seconds}s", "-s", str(HERE / "clicks.lua"), url, "--", f"c{int(time.time()) % 10**7}"],
+        ["wrk", "-t2", "-c64", f"-d{seconds}s", "-s", str(HERE / "clicks.lua"), url, "--", run_id],
         stdout=subprocess.PIPE, text=True,
     )
     assert wrk.stdout is not None

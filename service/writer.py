@@ -195,7 +195,7 @@ class Writer:
         bad: list[bytes] = []
         async with postgres(self.pool) as conn:
             try:
-                await sql.write_rows(conn, b"\n".join(rows) + b"\n", ROW_COLUMNS)
+                await sql.write_rows(conn, rows, ROW_COLUMNS)
             except REJECTED:
                 bad = await self._one_by_one(conn, rows)
         if bad:
@@ -209,7 +209,7 @@ class Writer:
         refused = []
         for row in rows:
             try:
-                await sql.write_rows(conn, row + b"\n", ROW_COLUMNS)
+                await sql.write_rows(conn, [row], ROW_COLUMNS)
             except REJECTED as exc:
                 log.error("writer: postgres refused click row %r: %r", row[:40], exc)
                 refused.append(row)

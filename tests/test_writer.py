@@ -116,7 +116,7 @@ async def test_batches_written_twice_are_stored_once(app: Starlette) -> None:
     entries = [(stream, items) for stream, items in reply]
     for _, items in entries:
         async with ctx.pool.acquire() as conn:  # a writer that committed, then died before acking
-            await sql.write_rows(conn, b"\n".join(decode(items)) + b"\n", ROW_COLUMNS)
+            await sql.write_rows(conn, decode(items), ROW_COLUMNS)
     # another writer takes the unacknowledged entries over and writes them again
     b = new_writer(ctx)
     b.claim_idle_ms = 0
@@ -251,3 +251,47 @@ def test_decode_marks_the_repeats_the_log_script_found() -> None:
     # A garbled mark (only a corrupted entry has one) leaves the rows as written; nothing is lost.
     for mark in (b"9:x", b"x:y", b"2:", b"0:abc"):
         assert decode([(b"1-0", {b"n": b"3", b"c": block, b"d": mark})]) == block.split(b"\n")
+
+
+async def test_rollups_of_a_batch_match_its_clicks_first_time_and_when_delivered_again(app: Starlette) -> None:
+    code, unknown = "ROLL" + uuid.uuid4().hex[:8], "X?" + uuid.uuid4().hex[:6]
+    hour_ago = now_ms() - 3_600_000
+    clicks = [
+        Click(new_click_id(at), at, c, seller, "p" if seller else None, reason, device_hash(f"{c}{i}"),
+              "203.0.113.0", "Mozilla/5.0\t(tab)\\", "", None)
+        for i, (at, c, seller, reason) in enumerate([
+            (hour_ago, code, "s1", ""), (hour_ago + 1, code, "s1", "ERR_BOT"), (now_ms(), code, "s1", ""),
+            (now_ms(), code, "s1", "ERR_DUP"), (now_ms(), unknown, None, "ERR_400"),
+        ])
+    ]
+    rows = [c.row().encode() for c in clicks[:3]]
+    everything = rows + [c.row().encode() for c in clicks[3:]]
+    per_reason = ", ".join(f"count(*) FILTER (WHERE reason = '{r}') AS \"{r}\"" for r in sql.REASON_COLUMNS)
+    recount = f"""
+        SELECT code, date_trunc('hour', clicked_at, 'UTC') AS hour, min(seller_id) AS seller_id, count(*) AS clicks,
+               count(*) FILTER (WHERE reason IS NULL) AS valid_clicks, {per_reason}
+        FROM clicks WHERE code = ANY($1) GROUP BY 1, 2 ORDER BY 1, 2"""
+    rollups = f"""
+        SELECT code, hour, seller_id, clicks, valid_clicks, {", ".join(f'"{r}"' for r in sql.REASON_COLUMNS)}
+        FROM click_rollups WHERE code = ANY($1) ORDER BY 1, 2"""
+    async with app.state.ctx.pool.acquire() as conn:
+        assert await sql.write_rows(conn, rows, ROW_COLUMNS) == 3  # all new: straight into the table
+        # three already stored: only the two new ones go in, and only they are counted
+        assert await sql.write_rows(conn, everything, ROW_COLUMNS) == 2
+        assert await sql.write_rows(conn, everything, ROW_COLUMNS) == 0
+        stored = await conn.fetch(recount, [code, unknown])
+        assert [r["clicks"] for r in stored] == [2, 2, 1]
+        assert [dict(r) for r in await conn.fetch(rollups, [code, unknown])] == [dict(r) for r in stored]
+        user_agents = await conn.fetch("SELECT DISTINCT user_agent FROM clicks WHERE code = $1", code)
+        assert [r["user_agent"] for r in user_agents] == ["Mozilla/5.0\t(tab)\\"]
+
+
+def test_rollup_counts_read_back_escaped_and_null_fields() -> None:
+    at = now_ms()
+    click = Click(new_click_id(at), at, "a\\b", None, None, "ERR_400", device_hash("d"), "", "ua", "", None)
+    code, hour, seller, reason, n = sql.rollup_counts([click.row().encode()] * 2, ROW_COLUMNS) or []
+    assert (code, seller, reason, n) == (["a\\b"], [None], ["ERR_400"], [2])
+    assert hour == [click.record()[1].strftime("%Y-%m-%dT%H")]
+    # a time not written by Click.row() is left to Postgres to read (the staging path)
+    odd = click.row().replace(click.row().split("\t")[1], "2026-11-27 10:00:00+03").encode()
+    assert sql.rollup_counts([odd], ROW_COLUMNS) is None
