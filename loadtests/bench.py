@@ -161,13 +161,13 @@ async def writer_bench(n: int) -> float:
     from service.clicks import Click, ClickLog, new_click_id, now_ms
     from service.devices import device_hash
     from service.spool import Spool
-    from service.store import postgres
+    from service.store import postgres, resp
     from service.writer import Writer
 
     prefix = f"wbench{uuid.uuid4().hex[:6]}:"
     redis = aioredis.Redis.from_url(REDIS_URL)
     pool = await postgres.create_pool(DATABASE_URL, max_size=2)
-    log = ClickLog(redis, prefix, 3600, 1800, Spool("/tmp/mcode-bench-spool"))
+    log = ClickLog(resp.Connection(REDIS_URL), prefix, 3600, 1800, Spool("/tmp/mcode-bench-spool"))
     at = now_ms()
     futures = []
     for i in range(n):
@@ -187,6 +187,7 @@ async def writer_bench(n: int) -> float:
     elapsed = time.perf_counter() - started
     await pool.close()
     await redis.aclose()
+    await log.redis.close()
     return total / elapsed
 
 

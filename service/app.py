@@ -25,7 +25,7 @@ from service.errors import ApiError, buyer_error, handle_api_error, handle_http_
 from service.records import Records
 from service.settings import Settings
 from service.spool import Spool
-from service.store import postgres
+from service.store import postgres, resp
 from service.urls import HostPolicy
 from service.writer import WRITER_REDIS_TIMEOUT_S, Writer
 
@@ -68,14 +68,15 @@ async def open_context(settings: Settings) -> Context:
         devices=Devices(settings.trusted_networks, settings.signing_keys[0], settings.cookie_secure),
         bots=Bots(),
         spool=spool,
-        click_log=ClickLog(redis, settings.redis_prefix, settings.dedup_window_s, settings.attribution_window_s,
-                           spool),
+        click_log=ClickLog(resp.Connection(settings.redis_url), settings.redis_prefix, settings.dedup_window_s,
+                           settings.attribution_window_s, spool),
         attribution=Clicks(redis, pool, settings.redis_prefix, settings.attribution_window_s),
     )
 
 
 async def close_context(ctx: Context) -> None:
     await ctx.click_log.drain()
+    await ctx.click_log.redis.close()
     await ctx.redis.aclose()
     await ctx.pool.close()
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service import metrics
 from service.spool import Spool
 from service.store import redis as keys
+from service.store import resp
 
 log = logging.getLogger("mcode.clicks")
 
@@ -147,13 +147,16 @@ class ClickLog:
     commit), so under load batches grow by themselves and the client's per-call cost is paid
     once for many clicks, while a burst cannot pile up calls that time out."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, dedup_window_s: int, attribution_window_s: int,
+    def __init__(self, redis: resp.Connection, prefix: str, dedup_window_s: int, attribution_window_s: int,
                  spool: Spool) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.backlog_key = keys.backlog_key(prefix)
         self.spool = spool
-        self.ttls = (str(dedup_window_s), str(attribution_window_s + ATTRIBUTION_SLACK_S))
-        self.script = redis.register_script(keys.LOG_SCRIPT)
+        self.dedup_ttl = dedup_window_s
+        # the hash of a minute lives as long as its last click needs it
+        self.attribution_ttl = attribution_window_s + ATTRIBUTION_SLACK_S + keys.ATTRIBUTION_BUCKET_MS // 1000
+        self.script = resp.Script(keys.LOG_SCRIPT)
         self.shard = 0
         self.redis_down_until = 0.0
         self.pending: list[tuple[Click, bool, asyncio.Future[str]]] = []
@@ -184,21 +187,13 @@ class ClickLog:
                 self.pumps.discard(task)
 
     async def _write(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> None:
-        # Two arguments for the whole batch: the client's cost is per argument, not per byte. The
-        # control lines are fixed-width where they can be (click ids have 28 characters, device
-        # hashes 32, times 13 digits), so the script reads them without pattern matching.
-        control = "\n".join(
-            f"{'v' if dedup else '-'}{c.click_id}{c.at_ms:013d}{c.device_hash}{c.reason}\t{c.code}\t{c.seller_id or ''}"
-            for c, dedup, _ in batch
-        )
-        rows = "\n".join(c.row() for c, _, _ in batch)
         self.shard = (self.shard + 1) % keys.STREAM_SHARDS
         if time.monotonic() < self.redis_down_until:
             await self._spool(batch)  # a buyer does not wait on a Redis known to be down
             return
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
-                repeats = await self.script(args=[self.prefix, *self.ttls, self.shard, control, rows])
+                repeats = await self.redis.evalsha(self.script, *self._arguments(batch))
         except (RedisError, OSError, TimeoutError) as exc:
             metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             log.warning("redis unavailable for %d clicks, spooling them locally: %s: %s", len(batch),
@@ -211,6 +206,24 @@ class ClickLog:
             if not future.done():
                 first = firsts.get(line, VALID)
                 future.set_result(first.decode() if isinstance(first, bytes) else first)
+
+    def _arguments(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> list[resp.Arg]:
+        """LOG_SCRIPT's ARGV for a batch."""
+        runs: list[resp.Arg] = []
+        minute = -1
+        for click, _, _ in batch:
+            if click.at_ms // keys.ATTRIBUTION_BUCKET_MS != minute:
+                minute = click.at_ms // keys.ATTRIBUTION_BUCKET_MS
+                runs += [keys.attribution_bucket(self.prefix, minute), 0]
+            runs[-1] += 1  # type: ignore[operator]
+        args: list[resp.Arg] = [
+            self.dedup_ttl, self.attribution_ttl, keys.stream_key(self.prefix, self.shard), self.backlog_key,
+            "\n".join(c.row() for c, _, _ in batch), len(batch), len(runs) // 2, *runs,
+        ]
+        for c, _, _ in batch:
+            args += [c.click_id, keys.attribution_value(c.at_ms, c.reason, "", c.code, c.seller_id)]
+        args += [keys.dedup_key(self.prefix, c.code, c.device_hash) if dedup else "" for c, dedup, _ in batch]
+        return args
 
     async def _spool(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> None:
         # A timeout may have hidden a script that did run: the writer's insert is idempotent

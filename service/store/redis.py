@@ -1,8 +1,8 @@
-"""Redis keys, their lifetimes, and the script that touches them.
+"""Redis keys, their lifetimes, and the scripts that touch them.
 
-Every key starts with MCODE_REDIS_PREFIX. The click log script builds the keys of every click
-of a batch itself (LOG_SCRIPT mirrors the functions below), which a single Redis node allows;
-on Redis Cluster a batch would have to be split per slot first, which is not built yet.
+Every key starts with MCODE_REDIS_PREFIX. The click log script touches the keys of every click
+of a batch in one call, which a single Redis node allows; on Redis Cluster a batch would have
+to be split per slot first, which is not built yet.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 # Several stream shards let several Redis Cluster nodes take the click log; with one node they
-# cost nothing. A click goes to the shard chosen by its device id.
+# cost nothing. Each click-log batch goes to the next shard in turn.
 STREAM_SHARDS = 4
 # The consumer group every writer joins: together they are one reader of the click log.
 WRITER_GROUP = "writers"
@@ -39,9 +39,18 @@ ATTRIBUTION_BUCKET_MS = 60_000
 
 def attribution_key(prefix: str, click_id: str) -> str:
     """A hash per minute of clicks (read from the click id's time), field = click id, value =
-    `<time ms>|<reason>|<first click id>|<code>|<seller>` (reason '' is valid; the first click
-    id is set for ERR_DUP). One hash per minute costs far less than a key per click."""
-    return f"{prefix}ck:{int(click_id[:12], 16) // ATTRIBUTION_BUCKET_MS}"
+    attribution_value(...). One hash per minute costs far less than a key per click."""
+    return attribution_bucket(prefix, int(click_id[:12], 16) // ATTRIBUTION_BUCKET_MS)
+
+
+def attribution_bucket(prefix: str, minute: int) -> str:
+    return f"{prefix}ck:{minute}"
+
+
+def attribution_value(at_ms: int, reason: str, first: str, code: str, seller: str | None) -> str:
+    """`<time ms, 13 digits>|<reason>|<first click id>|<code>|<seller>`: reason '' is valid; the
+    first click id is set for ERR_DUP (LOG_SCRIPT turns a valid one into that)."""
+    return f"{at_ms:013d}|{reason}|{first}|{code}|{seller or ''}"
 
 
 def dedup_key(prefix: str, code: str, device_hash: str) -> str:
@@ -54,55 +63,55 @@ def rejects_key(prefix: str) -> str:
     return f"{prefix}clicks:rejected"
 
 
-# ARGV: prefix, dedup ttl, attribution ttl, stream shard, then two blocks of one line per click:
-#   control: fixed-width kind ('v' for a dedup candidate, else '-'), click id (28 characters), time
-#     in ms (13 digits) and device hash (32), then reason, code and seller separated by tabs;
-#   rows: the clicks' rows in COPY text format, written as if none were a repeat.
-# Per click: the dedup mark (SET NX holding the first click id) and the attribution record;
-# per batch: one stream entry {n: clicks, c: the rows block untouched, d: repeats as
-# "<line number>:<first click id>" joined by commas, when there are any} and the backlog count.
-# The script never copies a row, and fixed widths spare it pattern matching: its cost per click
-# is the two Redis commands. Returns the repeats as a flat list: line number, first click id, ...
+# The click log's one call per batch. ARGV:
+#   1 dedup ttl, 2 attribution ttl, 3 stream key, 4 backlog key,
+#   5 the batch's rows in COPY text format, written as if no click were a repeat, 6 their number n,
+#   7 the number g of runs of clicks in the same minute (in line order; nearly always one);
+#   then per run: its attribution key and length;
+#   then per click, in line order: click id and attribution value (a dedup candidate's as valid);
+#   then per click: its dedup key, or '' when it is not a candidate (a click judged valid).
+# Per candidate: the dedup mark (SET NX holding the first click id); a repeat has its attribution
+# value turned into ERR_DUP pointing at the first click. Then per run one HSET of its records,
+# and per batch one stream entry {n, c: the rows untouched, d: repeats as "<line>:<first click
+# id>" joined by commas, when there are any} and the backlog count. The client lays out every key
+# and value, so the script builds no string but a repeat's: its cost per click is the SET and a
+# share of the HSET. Returns the repeats as a flat list: line number, first click id, ...
 LOG_SCRIPT = """
-local prefix, dedup_ttl, attr_ttl, shard = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local control, sub, find = ARGV[5], string.sub, string.find
-local repeats, marks, buckets = {}, {}, {}
-local pos, n, size = 1, 0, #control
-while pos <= size do
-  local eol = find(control, '\\n', pos, true) or size + 1
-  local tab1 = find(control, '\\t', pos + 74, true)
-  local tab2 = find(control, '\\t', tab1 + 1, true)
-  local cid, ts = sub(control, pos + 1, pos + 28), sub(control, pos + 29, pos + 41)
-  local code, seller = sub(control, tab1 + 1, tab2 - 1), sub(control, tab2 + 1, eol - 1)
-  local first = false
-  n = n + 1
-  if string.byte(control, pos) == 118 then
-    local dkey = prefix .. 'dd:' .. code .. ':' .. sub(control, pos + 42, pos + 73)
-    if not redis.call('SET', dkey, cid, 'NX', 'EX', dedup_ttl) then
-      first = redis.call('GET', dkey)
-      if not first then redis.call('SET', dkey, cid, 'EX', dedup_ttl) end
+local n, runs = tonumber(ARGV[6]), tonumber(ARGV[7])
+local records = 8 + 2 * runs
+local dedup_keys = records + 2 * n
+local repeats, marks = {}, {}
+for line = 1, n do
+  local dkey = ARGV[dedup_keys + line - 1]
+  if dkey ~= '' then
+    local at = records + 2 * (line - 1)
+    if not redis.call('SET', dkey, ARGV[at], 'NX', 'EX', ARGV[1]) then
+      local first = redis.call('GET', dkey)
+      if first then
+        local value = ARGV[at + 1]
+        ARGV[at + 1] = string.sub(value, 1, 14) .. 'ERR_DUP|' .. first .. string.sub(value, 16)
+        repeats[#repeats + 1] = line
+        repeats[#repeats + 1] = first
+        marks[#marks + 1] = line .. ':' .. first
+      else
+        redis.call('SET', dkey, ARGV[at], 'EX', ARGV[1])
+      end
     end
   end
-  local akey = prefix .. 'ck:' .. math.floor(tonumber(ts) / 60000)
-  if first then
-    redis.call('HSET', akey, cid, ts .. '|ERR_DUP|' .. first .. '|' .. code .. '|' .. seller)
-    repeats[#repeats + 1] = n
-    repeats[#repeats + 1] = first
-    marks[#marks + 1] = n .. ':' .. first
-  else
-    redis.call('HSET', akey, cid, ts .. '|' .. sub(control, pos + 74, tab1 - 1) .. '||' .. code .. '|' .. seller)
-  end
-  buckets[akey] = true
-  pos = eol + 1
 end
-for akey in pairs(buckets) do redis.call('EXPIRE', akey, attr_ttl + 60) end
-local stream = prefix .. '{s' .. shard .. '}:clicks'
+local at = records
+for run = 0, runs - 1 do
+  local akey, k = ARGV[8 + 2 * run], tonumber(ARGV[9 + 2 * run])
+  redis.call('HSET', akey, unpack(ARGV, at, at + 2 * k - 1))
+  redis.call('EXPIRE', akey, ARGV[2])
+  at = at + 2 * k
+end
 if #marks > 0 then
-  redis.call('XADD', stream, '*', 'n', n, 'c', ARGV[6], 'd', table.concat(marks, ','))
+  redis.call('XADD', ARGV[3], '*', 'n', n, 'c', ARGV[5], 'd', table.concat(marks, ','))
 else
-  redis.call('XADD', stream, '*', 'n', n, 'c', ARGV[6])
+  redis.call('XADD', ARGV[3], '*', 'n', n, 'c', ARGV[5])
 end
-redis.call('INCRBY', prefix .. 'backlog', n)
+redis.call('INCRBY', ARGV[4], n)
 return repeats
 """
 

@@ -1,0 +1,171 @@
+"""The click log's own Redis connection, against the real Redis: replies, errors, scripts,
+pipelining, and what happens when Redis goes away or stops answering."""
+
+import asyncio
+import contextlib
+import uuid
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+import uvloop
+from redis.exceptions import ResponseError
+
+from service.store import resp
+from tests.conftest import REDIS_URL
+from tests.faults import Proxy
+
+
+def key() -> str:
+    return f"test:resp:{uuid.uuid4().hex}"
+
+
+async def test_replies_come_back_as_redis_py_gives_them() -> None:
+    conn = resp.Connection(REDIS_URL)
+    k = key()
+    try:
+        assert await conn.call("SET", k, "välue", "EX", 60) == b"OK"
+        assert await conn.call("GET", k) == "välue".encode()
+        assert await conn.call("GET", key()) is None
+        assert await conn.call("RPUSH", k + "l", b"a", 2) == 2
+        assert await conn.call("LRANGE", k + "l", 0, -1) == [b"a", b"2"]
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await conn.call("LPUSH", k, "x")
+        assert await conn.call("DEL", k, k + "l") == 2  # an error reply leaves the connection usable
+    finally:
+        await conn.close()
+
+
+async def test_the_url_database_is_selected() -> None:
+    conn = resp.Connection(REDIS_URL)  # database 15 in the tests
+    plain = aioredis.Redis.from_url(REDIS_URL)
+    db0 = aioredis.Redis.from_url(REDIS_URL.rsplit("/", 1)[0] + "/0")
+    k = key()
+    try:
+        await conn.call("SET", k, "1", "EX", 60)
+        assert await plain.get(k) == b"1"
+        assert await db0.get(k) is None
+    finally:
+        await conn.close()
+        await plain.aclose()
+        await db0.aclose()
+
+
+async def test_a_password_in_the_url_is_sent_before_any_command() -> None:
+    # The test Redis has no password, so it refuses the AUTH: proof that the AUTH was sent.
+    conn = resp.Connection(REDIS_URL.replace("redis://", "redis://:not-the-password@"))
+    with pytest.raises(ResponseError, match="AUTH"):
+        await conn.call("PING")
+
+
+async def test_scripts_run_by_sha_and_are_sent_whole_only_when_redis_lacks_them() -> None:
+    conn = resp.Connection(REDIS_URL)
+    plain = aioredis.Redis.from_url(REDIS_URL)
+    script = resp.Script(f"-- {uuid.uuid4().hex}\nreturn {{ARGV[1], #ARGV}}")
+    try:
+        assert await plain.script_exists(script.sha.decode()) == [False]
+        assert await conn.evalsha(script, "a", "b", 3) == [b"a", 3]
+        assert await plain.script_exists(script.sha.decode()) == [True]
+        assert await conn.evalsha(script, "again") == [b"again", 1]
+    finally:
+        await conn.close()
+        await plain.aclose()
+
+
+async def test_concurrent_calls_share_one_connection_and_get_their_own_replies() -> None:
+    conn = resp.Connection(REDIS_URL)
+    plain = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        before = (await plain.info("clients"))["connected_clients"]
+        replies = await asyncio.gather(*(conn.call("ECHO", f"reply {i}") for i in range(500)))
+        assert replies == [f"reply {i}".encode() for i in range(500)]
+        assert (await plain.info("clients"))["connected_clients"] == before + 1
+    finally:
+        await conn.close()
+        await plain.aclose()
+
+
+async def test_a_lost_connection_fails_its_calls_and_the_next_call_connects_again() -> None:
+    proxy = await Proxy(6379).start()
+    conn = resp.Connection(f"redis://127.0.0.1:{proxy.port}/15")
+    try:
+        assert await conn.call("PING") == b"PONG"
+        blocked = asyncio.ensure_future(conn.call("BLPOP", key(), 5))  # in flight when Redis goes
+        await asyncio.sleep(0.05)
+        await proxy.cut()
+        with pytest.raises(ConnectionError):
+            await blocked
+        with pytest.raises(OSError):  # refused: nothing listens
+            await conn.call("PING")
+        await proxy.restore()
+        assert await conn.call("PING") == b"PONG"
+    finally:
+        await conn.close()
+        await proxy.close()
+
+
+async def test_a_redis_that_stops_answering_times_out_and_its_connection_is_dropped() -> None:
+    opened: list[asyncio.Event] = []  # one per connection, set when the client closes it
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        closed = asyncio.Event()
+        opened.append(closed)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass  # reads every command, answers none
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = resp.Connection(f"redis://127.0.0.1:{port}")
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await conn.call("PING")
+        # the connection was given up: the server sees it close, and the next call opens another
+        await asyncio.wait_for(opened[0].wait(), 2)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await conn.call("PING")
+        assert len(opened) == 2
+    finally:
+        await conn.close()
+        server.close()
+
+
+async def test_unix_socket_urls(tmp_path: Path) -> None:
+    path = str(tmp_path / "redis.sock")
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+    server = await asyncio.start_unix_server(forward, path)
+    conn = resp.Connection(f"unix://{path}?db=15")
+    plain = aioredis.Redis.from_url(REDIS_URL)
+    k = key()
+    try:
+        await conn.call("SET", k, "by unix socket", "EX", 60)
+        assert await plain.get(k) == b"by unix socket"
+    finally:
+        await conn.close()
+        await plain.aclose()
+        server.close()
+
+
+def test_under_uvloop_as_the_server_runs_it() -> None:
+    async def main() -> list[bytes]:
+        conn = resp.Connection(REDIS_URL)
+        try:
+            return list(await asyncio.gather(*(conn.call("ECHO", str(i)) for i in range(3))))
+        finally:
+            await conn.close()
+
+    assert uvloop.run(main()) == [b"0", b"1", b"2"]
