@@ -69,13 +69,20 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--batch", default=200, show_default=True, help="Stream entries (each up to 256 clicks) read at once.")
 @click.option("--claim-idle-ms", default=15000, show_default=True,
               help="Take over clicks another writer read but left unacknowledged this long.")
-def writer(batch: int, claim_idle_ms: int) -> None:
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve this writer's Prometheus metrics (clicks written, rejected, dependency errors) "
+                   "on this port at /metrics.")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True)  # noqa: S104 - scraped from elsewhere
+def writer(batch: int, claim_idle_ms: int, metrics_port: int | None, metrics_host: str) -> None:
     """Drain the click streams into Postgres (run several for more throughput)."""
     import signal
 
+    from service import metrics
     from service.app import close_context, new_writer, open_context
 
     settings = _settings()
+    if metrics_port is not None:
+        metrics.serve_in_thread(metrics_host, metrics_port)
 
     async def run() -> None:
         ctx = await open_context(settings)

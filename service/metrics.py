@@ -6,7 +6,14 @@ import asyncio
 import bisect
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 CLICK_REASONS = ("valid", "ERR_400", "ERR_403", "ERR_404", "ERR_410", "ERR_BOT", "ERR_DUP")
@@ -102,3 +109,11 @@ def exposition(backlog: float) -> bytes:
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(_Backlog(backlog))
     return generate_latest(registry)
+
+
+def serve_in_thread(host: str, port: int) -> None:
+    """/metrics for a process that has no web server of its own (`mcode writer`): this process's
+    counters, on a thread, so scrapes never wait on its event loop."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, host, registry=registry)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 from service.app import new_writer
@@ -30,6 +31,7 @@ from tests.conftest import (
     drain,
 )
 from tests.faults import Proxy
+from tests.test_metrics import free_port
 from tests.test_redirect import BUYER, click_id_of
 
 
@@ -54,8 +56,9 @@ async def log_clicks(app: Starlette, code: str, n: int) -> list[str]:
     return [c.click_id for c in clicks]
 
 
-def writer_process(app: Starlette, log: Path) -> subprocess.Popen[bytes]:
-    env = os.environ | {
+def writer_process(app: Starlette, log: Path, *options: str) -> subprocess.Popen[bytes]:
+    # a process of its own, as deployed: not sharing this test process's metric files
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | {
         "MCODE_ENV": "test", "MCODE_DATABASE_URL": DATABASE_URL, "MCODE_REDIS_URL": REDIS_URL,
         "MCODE_ADMIN_TOKENS": ADMIN, "MCODE_SIGNING_KEYS": SIGNING, "MCODE_EVENT_SECRETS": SECRET,
         "MCODE_REDIS_PREFIX": app.state.ctx.settings.redis_prefix,
@@ -63,7 +66,7 @@ def writer_process(app: Starlette, log: Path) -> subprocess.Popen[bytes]:
     }
     with log.open("ab") as err:
         return subprocess.Popen([sys.executable, "-m", "service.cli", "writer", "--batch", "2",
-                                 "--claim-idle-ms", "300"], env=env, stdout=subprocess.DEVNULL, stderr=err)
+                                 "--claim-idle-ms", "300", *options], env=env, stdout=subprocess.DEVNULL, stderr=err)
 
 
 async def wait_until(predicate, seconds: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -96,6 +99,27 @@ async def test_writer_killed_mid_batch_then_restarted_stores_every_click_once(ap
         assert second.wait(timeout=30) == 0, log.read_text()
     assert await count(app, code) == (n, n)
     assert await backlog(app) == 0
+
+
+async def test_a_separate_writer_serves_its_own_metrics(app: Starlette, tmp_path: Path) -> None:
+    await drain(app)
+    code = "METRICS" + uuid.uuid4().hex[:8]
+    await log_clicks(app, code, 500)
+    port = free_port()
+    log = tmp_path / "writer.log"
+    proc = writer_process(app, log, "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+    try:
+        await wait_until(lambda: _all(app, code, 500))
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert [s.value for s in families["mcode_clicks_written"].samples if s.name.endswith("_total")] == [500]
+        errors = {s.labels["dependency"]: s.value for s in families["mcode_dependency_errors"].samples
+                  if s.name.endswith("_total")}
+        assert errors == {"redis": 0, "postgres": 0}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
 
 
 async def _some(app: Starlette, code: str) -> bool:
