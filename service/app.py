@@ -76,6 +76,7 @@ async def open_context(settings: Settings) -> Context:
 
 async def close_context(ctx: Context) -> None:
     await ctx.click_log.drain()
+    await asyncio.gather(*ctx.records.copying, return_exceptions=True)
     await ctx.click_log.redis.close()
     await ctx.redis.aclose()
     await ctx.pool.close()

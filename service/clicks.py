@@ -33,7 +33,8 @@ VALID = ""  # the reason of a valid click, as carried in streams and attribution
 # finds the click in Redis; later deliveries fall back to Postgres.
 ATTRIBUTION_SLACK_S = 600
 REDIS_TIMEOUT_S = 1.0
-# After a failed call, clicks go straight to the spool for this long before Redis is tried again.
+# After a failed call, clicks go straight to the spool, and Redis is probed (PING) this often
+# until it answers: buyers' clicks never wait on a Redis that is known to be down or hung.
 REDIS_RETRY_S = 1.0
 # A burst larger than this is split, so one script call stays well inside REDIS_TIMEOUT_S
 # and does not hold Redis (single-threaded) for long.
@@ -158,7 +159,8 @@ class ClickLog:
         self.attribution_ttl = attribution_window_s + ATTRIBUTION_SLACK_S + keys.ATTRIBUTION_BUCKET_MS // 1000
         self.script = resp.Script(keys.LOG_SCRIPT)
         self.shard = 0
-        self.redis_down_until = 0.0
+        self.redis_down = False
+        self.probe: asyncio.Task[None] | None = None
         self.pending: list[tuple[Click, bool, asyncio.Future[str]]] = []
         self.pumps: set[asyncio.Task[None]] = set()
 
@@ -188,8 +190,8 @@ class ClickLog:
 
     async def _write(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> None:
         self.shard = (self.shard + 1) % keys.STREAM_SHARDS
-        if time.monotonic() < self.redis_down_until:
-            await self._spool(batch)  # a buyer does not wait on a Redis known to be down
+        if self.redis_down:
+            await self._spool(batch)
             return
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
@@ -198,7 +200,7 @@ class ClickLog:
             metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             log.warning("redis unavailable for %d clicks, spooling them locally: %s: %s", len(batch),
                         type(exc).__name__, exc)
-            self.redis_down_until = time.monotonic() + REDIS_RETRY_S
+            self._mark_down()
             await self._spool(batch)
             return
         firsts = {int(repeats[i]): repeats[i + 1] for i in range(0, len(repeats), 2)}
@@ -225,6 +227,23 @@ class ClickLog:
         args += [keys.dedup_key(self.prefix, c.code, c.device_hash) if dedup else "" for c, dedup, _ in batch]
         return args
 
+    def _mark_down(self) -> None:
+        self.redis_down = True
+        if self.probe is None or self.probe.done():
+            self.probe = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        while True:
+            await asyncio.sleep(REDIS_RETRY_S)
+            try:
+                async with asyncio.timeout(REDIS_TIMEOUT_S):
+                    await self.redis.call("PING")
+            except (RedisError, OSError, TimeoutError):
+                continue
+            log.info("redis answers again: clicks go back to it")
+            self.redis_down = False
+            return
+
     async def _spool(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> None:
         # A timeout may have hidden a script that did run: the writer's insert is idempotent
         # by click id, so a click in both the stream and the spool is still stored once.
@@ -244,6 +263,8 @@ class ClickLog:
         """Wait for every click already handed over (graceful shutdown)."""
         while self.pumps:
             await asyncio.gather(*self.pumps, return_exceptions=True)
+        if self.probe is not None:
+            self.probe.cancel()
 
 
 def now_ms() -> int:

@@ -1,8 +1,9 @@
 """What a redirect needs to know about a code, cached in the process for MCODE_CACHE_TTL_S.
 
-A miss reads Postgres (one joined query) and leaves a copy in Redis. When Postgres cannot
-answer, the last copy this process had, or else the Redis copy, is used: buyers keep being
-redirected through a database outage, on data at most as old as the outage.
+A miss reads Postgres (one joined query) and leaves a copy in Redis, in the background: the
+redirect does not wait for it. When Postgres cannot answer, the last copy this process had, or
+else the Redis copy, is used: buyers keep being redirected through a database outage, on data
+at most as old as the outage.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from service.urls import HostPolicy, host_of, landing_parts
 log = logging.getLogger("mcode.records")
 
 POSTGRES_TIMEOUT_S = 0.5
+# The Redis copy is a fallback: a Redis that hangs must not hold a redirect for long.
+REDIS_TIMEOUT_S = 0.5
 REDIS_COPY_TTL_S = 7 * 24 * 3600
 # A code that does not exist is remembered too, so a flood of one unknown (but well-signed)
 # code does not become a flood of queries.
@@ -70,6 +73,7 @@ class Records:
         self.hosts = hosts
         self.cache: dict[str, tuple[float, CodeRecord | None, bool]] = {}
         self.loading: dict[str, asyncio.Future[CodeRecord | None]] = {}
+        self.copying: set[asyncio.Task[None]] = set()
 
     async def get(self, code: str) -> tuple[CodeRecord | None, bool]:
         """(record or None when the code does not exist, whether its host is still allowed)."""
@@ -107,7 +111,10 @@ class Records:
             log.warning("postgres unavailable resolving %s: %s: %s", code, type(exc).__name__, exc)
             return stale or await self._from_redis(code)
         record = _record(dict(row)) if row else None
-        await self._to_redis(code, record)
+        # Kept in Redis beside the redirect, not before it: the buyer never waits on the copy.
+        task = asyncio.get_running_loop().create_task(self._to_redis(code, record))
+        self.copying.add(task)
+        task.add_done_callback(self.copying.discard)
         return record
 
     def _key(self, code: str) -> str:
@@ -116,14 +123,16 @@ class Records:
     async def _to_redis(self, code: str, record: CodeRecord | None) -> None:
         try:
             value = json.dumps(asdict(record)) if record else _MISSING
-            await self.redis.set(self._key(code), value, ex=REDIS_COPY_TTL_S)
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                await self.redis.set(self._key(code), value, ex=REDIS_COPY_TTL_S)
         except Exception as exc:  # the copy is a convenience; its absence must not cost a redirect
             metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             log.debug("could not keep a copy of %s in redis: %r", code, exc)
 
     async def _from_redis(self, code: str) -> CodeRecord | None:
         try:
-            value = await self.redis.get(self._key(code))
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                value = await self.redis.get(self._key(code))
         except Exception:
             metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             value = None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
@@ -217,6 +218,37 @@ async def test_redis_unreachable_buyer_still_redirected_and_click_kept(code: Mak
     assert by_id[again_id] == ("ERR_DUP", first_id)
     assert by_id[click_id_of(bot)] == ("ERR_BOT", None)
 
+
+
+async def test_redis_that_stops_answering_buyer_still_redirected_and_click_stored_once(
+        code: Maker, tmp_path: Path) -> None:
+    from service.clicks import REDIS_RETRY_S, REDIS_TIMEOUT_S
+
+    async with app_behind_redis_proxy(spool_dir=str(tmp_path)) as (app, _):
+        c = await code()
+        ctx = app.state.ctx
+        admin = aioredis.Redis.from_url(REDIS_URL)
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.41", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as buyer:
+            await buyer.get("/healthz")
+            # Redis takes the click log's script but does not run it for a while (a hung Redis,
+            # for real): the call times out, its clicks go to the spool, and if the script runs
+            # after all, the writer still stores each click once.
+            await admin.client_pause(int((REDIS_TIMEOUT_S + 0.5) * 1000), all=False)
+            hung = await buyer.get(f"/e/{c['code']}", headers=BUYER)
+            skipped = await buyer.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": "Mozilla/5.0 (X11) Gecko"})
+            assert (hung.status_code, skipped.status_code) == (302, 302)
+            assert list(tmp_path.glob("*/*.jsonl")), "the clicks wait in the local spool"
+            await asyncio.sleep(REDIS_RETRY_S + 0.6)  # the pause is over, Redis is tried again
+            after = await buyer.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": "Mozilla/5.0 (X11) Firefox"})
+            assert after.status_code == 302
+        await admin.aclose()
+        await drain(app)
+        async with ctx.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT click_id, reason FROM clicks WHERE code = $1", c["code"])
+    assert sorted(r["click_id"] for r in rows) == sorted(click_id_of(r) for r in (hung, skipped, after))
+    assert [r["reason"] for r in rows] == [None, None, None]
+    assert not list(tmp_path.glob("*/*.jsonl"))
 
 
 async def test_entries_that_can_never_be_stored_are_set_aside_not_retried(app: Starlette) -> None:
