@@ -3,6 +3,8 @@ pipelining, and what happens when Redis goes away or stops answering."""
 
 import asyncio
 import contextlib
+import socket
+import ssl
 import uuid
 from pathlib import Path
 
@@ -78,6 +80,9 @@ async def test_concurrent_calls_share_one_connection_and_get_their_own_replies()
     try:
         before = (await plain.info("clients"))["connected_clients"]
         replies = await asyncio.gather(*(conn.call("ECHO", f"reply {i}") for i in range(500)))
+        assert conn.protocol is not None and conn.protocol.transport is not None
+        sock = conn.protocol.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
         assert replies == [f"reply {i}".encode() for i in range(500)]
         assert (await plain.info("clients"))["connected_clients"] == before + 1
     finally:
@@ -169,3 +174,20 @@ def test_under_uvloop_as_the_server_runs_it() -> None:
             await conn.close()
 
     assert uvloop.run(main()) == [b"0", b"1", b"2"]
+
+
+def test_tls_options_are_read_as_redis_py_reads_them() -> None:
+    plain = resp.Connection("rediss://cache.example:6380/0")
+    assert plain.ssl is not None
+    assert (plain.ssl.verify_mode, plain.ssl.check_hostname, plain.port) == (ssl.CERT_REQUIRED, True, 6380)
+    lax = resp.Connection("rediss://cache.example/0?ssl_cert_reqs=NONE")
+    assert lax.ssl is not None and (lax.ssl.verify_mode, lax.ssl.check_hostname) == (ssl.CERT_NONE, False)
+    no_host = resp.Connection("rediss://10.0.0.5/0?ssl_check_hostname=false")
+    assert no_host.ssl is not None
+    assert (no_host.ssl.verify_mode, no_host.ssl.check_hostname) == (ssl.CERT_REQUIRED, False)
+    assert resp.Connection("redis://cache.example/0").ssl is None
+    # what it cannot honour stops the service at start instead of spooling every click
+    with pytest.raises(ValueError, match="ssl_cert_reqs"):
+        resp.Connection("rediss://cache.example/0?ssl_cert_reqs=sometimes")
+    with pytest.raises(ValueError, match="ssl_ca_data"):
+        resp.Connection("rediss://cache.example/0?ssl_ca_data=x")

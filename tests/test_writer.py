@@ -263,15 +263,18 @@ async def test_entries_that_can_never_be_stored_are_set_aside_not_retried(app: S
     ok = Click(new_click_id(at), at, code, None, None, "", "d2", "1.2.3.0", "ua", "")
     good.append(ok.click_id)
     # as the log script would write them: the entry count goes with the entry
-    await ctx.redis.xadd(stream, {"n": 3, "c": f"not a row\n{refused.row()}\n{ok.row()}"})
-    await ctx.redis.incrby(keys.backlog_key(prefix), 3)
+    garbled = Click(new_click_id(at), at, code, None, None, "", "d3", "1.2.3.0", "ua", "").row().encode()
+    garbled = garbled.replace(code.encode(), b"\xff" + code.encode())  # not UTF-8: Postgres refuses it
+    block = f"not a row\n{refused.row()}\n{ok.row()}\n".encode() + garbled
+    await ctx.redis.xadd(stream, {"n": 4, "c": block})
+    await ctx.redis.incrby(keys.backlog_key(prefix), 4)
     await drain(app)
     async with ctx.pool.acquire() as conn:
         stored = {r[0] for r in await conn.fetch("SELECT click_id FROM clicks WHERE code = $1", code)}
     assert stored == set(good)
     rejected = await ctx.redis.xrange(keys.rejects_key(prefix))
     rows = [fields[b"c"] for _, fields in rejected]
-    assert b"not a row" in rows and refused.row().encode() in rows
+    assert b"not a row" in rows and refused.row().encode() in rows and garbled in rows
 
 
 async def test_after_a_redis_outage_clicks_go_back_to_redis(code: Maker, tmp_path: Path) -> None:
@@ -348,6 +351,10 @@ def test_rollup_counts_read_back_escaped_and_null_fields() -> None:
     code, hour, seller, reason, n = sql.rollup_counts([click.row().encode()] * 2, ROW_COLUMNS) or []
     assert (code, seller, reason, n) == (["a\\b"], [None], ["ERR_400"], [2])
     assert hour == [click.record()[1].strftime("%Y-%m-%dT%H")]
-    # a time not written by Click.row() is left to Postgres to read (the staging path)
-    odd = click.row().replace(click.row().split("\t")[1], "2026-11-27 10:00:00+03").encode()
-    assert sql.rollup_counts([odd], ROW_COLUMNS) is None
+    # what Click.row() does not write is left to Postgres to read (the staging path): another
+    # time format, bytes that are not UTF-8, escapes it never uses, a lone backslash
+    row = click.row().encode()
+    for odd in (row.replace(row.split(b"\t")[1], b"2026-11-27 10:00:00+03"), row.replace(b"a\\\\b", b"\xff"),
+                row.replace(b"a\\\\b", b"Q\\x41"), row.replace(b"a\\\\b", b"ab\\")):
+        assert odd != row
+        assert sql.rollup_counts([odd], ROW_COLUMNS) is None

@@ -94,23 +94,31 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS t(c
 GROUP BY 1, 2
 ON CONFLICT (code, hour) DO UPDATE SET {_ADD_COUNTS}
 """
-_UNESCAPE = re.compile(rb"\\(.)")
-_UNESCAPED = {b"t": b"\t", b"n": b"\n", b"r": b"\r"}
+_ESCAPED = re.compile(rb"\\(.?)")  # a lone backslash at the end matches too, and is refused
+_UNESCAPED = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
+
+
+def _unescaped(match: re.Match[bytes]) -> bytes:
+    try:
+        return _UNESCAPED[match.group(1)]
+    except KeyError:  # an escape Click.row() never writes (\x41, octal, ...): Postgres reads it
+        raise ValueError(match.group(0)) from None
 
 
 def _copy_value(field: bytes) -> str | None:
-    """A field of COPY text back to its value."""
+    """A field of COPY text as Click.row() wrote it, back to its value; ValueError otherwise."""
     if field == b"\\N":
         return None
     if b"\\" in field:
-        field = _UNESCAPE.sub(lambda m: _UNESCAPED.get(m.group(1), m.group(1)), field)
-    return field.decode()
+        field = _ESCAPED.sub(_unescaped, field)
+    return field.decode()  # UnicodeDecodeError is a ValueError too
 
 
 def rollup_counts(rows: Sequence[bytes], columns: Sequence[str]) -> list[list[Any]] | None:
     """The rows' counts per code, UTC hour, seller and reason, as the columns of _ADD_ROLLUPS;
-    None when a row is not written the way Click.row() writes it (time in UTC to the ms): Postgres
-    then reads such rows itself, and refuses them if they are garbled."""
+    None when a row is not written the way Click.row() writes it (time in UTC to the ms, UTF-8,
+    its own escapes only): Postgres then reads such rows itself, and refuses them if they are
+    garbled."""
     at, code, seller, reason = (columns.index(c) for c in ("clicked_at", "code", "seller_id", "reason"))
     counts: Counter[tuple[bytes, bytes, bytes, bytes]] = Counter()
     for row in rows:
@@ -118,14 +126,17 @@ def rollup_counts(rows: Sequence[bytes], columns: Sequence[str]) -> list[list[An
         if len(fields) != len(columns):
             return None
         clicked_at = fields[at]
-        if len(clicked_at) != 29 or not clicked_at.endswith(b"+00:00"):
+        if len(clicked_at) != 29 or not clicked_at.endswith(b"+00:00") or not clicked_at.isascii():
             return None
         counts[fields[code], clicked_at[:13], fields[seller], fields[reason]] += 1
     out: list[list[Any]] = [[], [], [], [], []]
-    for (code_, hour, seller_, reason_), n in counts.items():
-        for column, value in zip(out, (_copy_value(code_), hour.decode(), _copy_value(seller_),
-                                       _copy_value(reason_), n), strict=True):
-            column.append(value)
+    try:
+        for (code_, hour, seller_, reason_), n in counts.items():
+            for column, value in zip(out, (_copy_value(code_), hour.decode(), _copy_value(seller_),
+                                           _copy_value(reason_), n), strict=True):
+                column.append(value)
+    except ValueError:
+        return None
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import socket
 import ssl
 from typing import Any, cast
 
@@ -96,6 +97,39 @@ class _Protocol(asyncio.Protocol):
             self.transport.abort()  # connection_lost follows, and fails what is in flight
 
 
+_VERIFY = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+_SSL_OPTIONS = {"ssl_cert_reqs", "ssl_check_hostname", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile"}
+
+
+def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS settings of a rediss:// URL, read as redis-py reads them. An option this does not
+    know stops the service at start: a URL that works for redis-py must not quietly send every
+    click to the spool here."""
+    unknown = {name for name in options if name.startswith("ssl_")} - _SSL_OPTIONS
+    if unknown:
+        raise ValueError(f"MCODE_REDIS_URL: {', '.join(sorted(unknown))} not supported by the click log's connection")
+    verify = str(options.get("ssl_cert_reqs", "required")).lower()
+    if verify not in _VERIFY:
+        raise ValueError(f"MCODE_REDIS_URL: ssl_cert_reqs must be none, optional or required, not {verify!r}")
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"), capath=options.get("ssl_ca_path"))
+    context.check_hostname = verify != "none" and bool(options.get("ssl_check_hostname", True))
+    context.verify_mode = _VERIFY[verify]
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    return context
+
+
+def _keep_alive(sock: socket.socket | None) -> None:
+    """Probe an idle connection each minute: a NAT or load balancer on the way keeps it open, and
+    a peer gone silently is noticed before a buyer's click is sent into it."""
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):  # Linux names; macOS has only some of them
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
 class Connection:
     """One connection to the Redis of a redis://, rediss:// or unix:// URL (as redis-py reads it),
     opened on first use and again after it breaks."""
@@ -105,12 +139,7 @@ class Connection:
         self.path: str | None = options.get("path")
         self.host: str = options.get("host", "localhost")
         self.port: int = int(options.get("port", 6379))
-        self.ssl: ssl.SSLContext | None = None
-        if options.get("connection_class") is SSLConnection:
-            self.ssl = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-            if options.get("ssl_cert_reqs") in ("none", "optional"):
-                self.ssl.check_hostname = False
-                self.ssl.verify_mode = ssl.CERT_NONE if options["ssl_cert_reqs"] == "none" else ssl.CERT_OPTIONAL
+        self.ssl = _ssl_context(options) if options.get("connection_class") is SSLConnection else None
         self.handshake: list[tuple[Arg, ...]] = []
         if options.get("password"):
             user = options.get("username")
@@ -149,7 +178,8 @@ class Connection:
                 if self.path:
                     _, protocol = await loop.create_unix_connection(_Protocol, self.path)
                 else:
-                    _, protocol = await loop.create_connection(_Protocol, self.host, self.port, ssl=self.ssl)
+                    transport, protocol = await loop.create_connection(_Protocol, self.host, self.port, ssl=self.ssl)
+                    _keep_alive(transport.get_extra_info("socket"))
                 try:
                     for command in [protocol.send(encode(c)) for c in self.handshake]:
                         await command
