@@ -52,7 +52,11 @@ class Clicks:
             return None
         redis_failed = False
         try:
-            value = await self.redis.hget(keys.attribution_key(self.prefix, click_id), click_id)
+            async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for both
+                pipe.hget(keys.attribution_key(self.prefix, click_id), click_id)
+                pipe.hget(keys.legacy_attribution_key(self.prefix, click_id), click_id)
+                current, legacy = await pipe.execute()
+            value = current if current is not None else legacy
         except (RedisError, OSError):
             metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             value, redis_failed = None, True

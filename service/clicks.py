@@ -155,7 +155,7 @@ class ClickLog:
         self.backlog_key = keys.backlog_key(prefix)
         self.spool = spool
         self.dedup_ttl = dedup_window_s
-        # the hash of a minute lives as long as its last click needs it
+        # a bucket's hash lives as long as its last click needs it
         self.attribution_ttl = attribution_window_s + ATTRIBUTION_SLACK_S + keys.ATTRIBUTION_BUCKET_MS // 1000
         self.script = resp.Script(keys.LOG_SCRIPT)
         self.shard = 0
@@ -212,11 +212,11 @@ class ClickLog:
     def _arguments(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> list[resp.Arg]:
         """LOG_SCRIPT's ARGV for a batch."""
         runs: list[resp.Arg] = []
-        minute = -1
+        bucket = -1
         for click, _, _ in batch:
-            if click.at_ms // keys.ATTRIBUTION_BUCKET_MS != minute:
-                minute = click.at_ms // keys.ATTRIBUTION_BUCKET_MS
-                runs += [keys.attribution_bucket(self.prefix, minute), 0]
+            if click.at_ms // keys.ATTRIBUTION_BUCKET_MS != bucket:
+                bucket = click.at_ms // keys.ATTRIBUTION_BUCKET_MS
+                runs += [keys.attribution_bucket(self.prefix, bucket), 0]
             runs[-1] += 1  # type: ignore[operator]
         args: list[resp.Arg] = [
             self.dedup_ttl, self.attribution_ttl, keys.stream_key(self.prefix, self.shard), self.backlog_key,

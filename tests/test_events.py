@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from service.app import create_app
-from service.clicks import click_time
+from service.clicks import click_time, new_click_id, now_ms
 from service.events import round_money
 from service.store import redis as keys
 from tests.conftest import ADMIN_HEADERS, OLD_SECRET, SECRET, Maker, app_behind_redis_proxy, drain, make_settings, uid
@@ -209,6 +209,20 @@ async def test_late_delivery_is_judged_from_postgres(app: Starlette, client: htt
     await ctx.redis.delete(keys.attribution_key(ctx.settings.redis_prefix, click_id))  # as if it expired
     at = iso(click_time(click_id) + timedelta(seconds=120))
     assert (await post(client, order(click_id, at=at))).json()["status"] == "attributed"
+
+
+async def test_a_record_an_older_release_kept_per_minute_is_still_found(app: Starlette, client: httpx.AsyncClient,
+                                                                         code: Maker) -> None:
+    # A click answered by a worker of the previous release during a rolling deploy: its record is
+    # in the per-minute hash, and the click is not in Postgres yet.
+    c = await code()
+    at = now_ms()
+    click_id = new_click_id(at)
+    ctx = app.state.ctx
+    await ctx.redis.hset(keys.legacy_attribution_key(ctx.settings.redis_prefix, click_id), click_id,
+                         keys.attribution_value(at, "", "", c["code"], c["seller_id"]))
+    r = await post(client, order(click_id))
+    assert (r.json()["status"], r.json()["code"]) == ("attributed", c["code"])
 
 
 async def test_carts(client: httpx.AsyncClient, code: Maker) -> None:

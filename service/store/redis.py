@@ -34,17 +34,26 @@ async def backlog(redis: aioredis.Redis, prefix: str) -> int:
     return int(value or 0)
 
 
-ATTRIBUTION_BUCKET_MS = 60_000
+# One hash of attribution records per second of clicks. (Per minute, as before 2026-11-27, a
+# busy minute's hash held over a million fields, and each HSET into it cost ~4x more.)
+ATTRIBUTION_BUCKET_MS = 1000
 
 
 def attribution_key(prefix: str, click_id: str) -> str:
-    """A hash per minute of clicks (read from the click id's time), field = click id, value =
-    attribution_value(...). One hash per minute costs far less than a key per click."""
+    """The hash of the second of the click (read from its id), field = click id, value =
+    attribution_value(...). A hash per second costs far less than a key per click."""
     return attribution_bucket(prefix, int(click_id[:12], 16) // ATTRIBUTION_BUCKET_MS)
 
 
-def attribution_bucket(prefix: str, minute: int) -> str:
-    return f"{prefix}ck:{minute}"
+def attribution_bucket(prefix: str, second: int) -> str:
+    return f"{prefix}cs:{second}"
+
+
+def legacy_attribution_key(prefix: str, click_id: str) -> str:
+    """Where releases before 2026-11-27 kept the record: a hash per minute. Read as a fallback so
+    that orders on clicks an old worker answered during a rolling deploy are still found; once
+    ATTRIBUTION window + slack (40 minutes by default) has passed after the deploy, none is left."""
+    return f"{prefix}ck:{int(click_id[:12], 16) // 60_000}"
 
 
 def attribution_value(at_ms: int, reason: str, first: str, code: str, seller: str | None) -> str:
@@ -66,7 +75,7 @@ def rejects_key(prefix: str) -> str:
 # The click log's one call per batch. ARGV:
 #   1 dedup ttl, 2 attribution ttl, 3 stream key, 4 backlog key,
 #   5 the batch's rows in COPY text format, written as if no click were a repeat, 6 their number n,
-#   7 the number g of runs of clicks in the same minute (in line order; nearly always one);
+#   7 the number g of runs of clicks in the same attribution bucket (a second; in line order);
 #   then per run: its attribution key and length;
 #   then per click, in line order: click id and attribution value (a dedup candidate's as valid);
 #   then per click: its dedup key, or '' when it is not a candidate (a click judged valid).
