@@ -70,7 +70,7 @@ async def open_context(settings: Settings) -> Context:
         spool=spool,
         click_log=ClickLog(resp.Connection(settings.redis_url), settings.redis_prefix, settings.dedup_window_s,
                            settings.attribution_window_s, spool),
-        attribution=Clicks(redis, pool, settings.redis_prefix, settings.attribution_window_s),
+        attribution=Clicks(redis, settings.redis_prefix, settings.attribution_window_s),
     )
 
 

@@ -41,13 +41,16 @@ class Verdict:
 
 
 class Clicks:
-    def __init__(self, redis: aioredis.Redis, pool: asyncpg.Pool, prefix: str, window_s: int) -> None:
+    """Clicks as attribution sees them. Postgres is read on the caller's connection: an event is
+    judged inside its own transaction, and a second connection from the same pool per event
+    could exhaust the pool while every holder waits for one more."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, window_s: int) -> None:
         self.redis = redis
-        self.pool = pool
         self.prefix = prefix
         self.window = timedelta(seconds=window_s)
 
-    async def find(self, click_id: str) -> ClickFacts | None:
+    async def find(self, conn: asyncpg.Connection, click_id: str) -> ClickFacts | None:
         if not CLICK_ID_RE.fullmatch(click_id):
             return None
         redis_failed = False
@@ -69,8 +72,7 @@ class Clicks:
             at = click_time(click_id)
         except (ValueError, OverflowError):  # well formed, but no time we could have made
             return None
-        async with self.pool.acquire() as conn:
-            row = await click_sql.find_click(conn, click_id, at)
+        row = await click_sql.find_click(conn, click_id, at)
         if row is None:
             if redis_failed:
                 # The click may be answered but not yet in Postgres: saying "no click" could be wrong.
@@ -79,12 +81,12 @@ class Clicks:
         return ClickFacts(click_id, row["clicked_at"], row["reason"] or VALID, row["original_click_id"],
                           row["code"], row["seller_id"])
 
-    async def judge(self, click_id: str, occurred_at: datetime) -> Verdict:
-        facts = await self.find(click_id)
+    async def judge(self, conn: asyncpg.Connection, click_id: str, occurred_at: datetime) -> Verdict:
+        facts = await self.find(conn, click_id)
         if facts is None:
             return Verdict(False, "ERR_NO_CLICK", None)
         if facts.reason == "ERR_DUP" and facts.first:
-            first = await self.find(facts.first)
+            first = await self.find(conn, facts.first)
             if first is None:
                 return Verdict(False, "ERR_NO_CLICK", facts)
             facts = first

@@ -259,11 +259,9 @@ async def _record(ctx: Context, event: dict[str, Any], body_hash: bytes) -> Resp
                 raise ApiError("ERR_409", f"event '{event['event_id']}' was already used with another body")
             return ApiResponse(answer, status_code=200)
         # Judged only once the event is known to be new: a replay never depends on Redis.
-        if kind == "cart":
-            answer = await _cart(conn, event, await ctx.attribution.judge(event["click_id"], event["occurred_at"]))
-        elif kind == "order":
-            verdict = await ctx.attribution.judge(event["click_id"], event["occurred_at"])
-            answer = await _order(conn, ctx, event, verdict)
+        if kind in ("cart", "order"):
+            verdict = await ctx.attribution.judge(conn, event["click_id"], event["occurred_at"])
+            answer = await (_cart(conn, event, verdict) if kind == "cart" else _order(conn, ctx, event, verdict))
         elif kind == "payment":
             answer = await _payment(conn, event)
         else:

@@ -211,6 +211,20 @@ async def test_late_delivery_is_judged_from_postgres(app: Starlette, client: htt
     assert (await post(client, order(click_id, at=at))).json()["status"] == "attributed"
 
 
+async def test_many_events_judged_from_postgres_at_once_do_not_exhaust_the_pool(
+        app: Starlette, client: httpx.AsyncClient, code: Maker) -> None:
+    # More concurrent events than the pool has connections (10), each needing its click from
+    # Postgres: an event must not hold one connection while it waits for a second.
+    clicks = [(await a_click(client, code))[1] for _ in range(3)]
+    await drain(app)
+    ctx = app.state.ctx
+    for click_id in clicks:
+        await ctx.redis.delete(keys.attribution_key(ctx.settings.redis_prefix, click_id))  # as if expired
+    orders = [order(clicks[i % 3], at=iso(click_time(clicks[i % 3]) + timedelta(seconds=60))) for i in range(25)]
+    answers = await asyncio.wait_for(asyncio.gather(*(post(client, o) for o in orders)), 60)
+    assert [a.json()["status"] for a in answers] == ["attributed"] * 25
+
+
 async def test_a_record_an_older_release_kept_per_minute_is_still_found(app: Starlette, client: httpx.AsyncClient,
                                                                          code: Maker) -> None:
     # A click answered by a worker of the previous release during a rolling deploy: its record is
