@@ -246,17 +246,17 @@ class Writer:
             return 0
         written = 0
         for path in await asyncio.to_thread(lambda: list(self.spool.claim()) if self.spool else []):
-            entries = Spool.read(path)
+            entries = await asyncio.to_thread(Spool.read, path)  # a web worker's loop must not wait on the disk
+            # Oldest first, each with its own flag: pumps spool concurrently, so a file is not in time order.
+            clicks = sorted(((Click.from_payload(p), dedup) for p, dedup in entries), key=lambda pair: pair[0].at_ms)
             async with postgres(self.pool) as conn:
-                clicks = sorted((Click.from_payload(p) for p, _ in entries), key=lambda c: c.at_ms)
-                candidates = {c.click_id for c, (_, dedup) in zip(clicks, entries, strict=True) if dedup}
                 firsts: dict[tuple[str, str], Click] = {}
-                for click in clicks:
-                    if click.click_id in candidates and click.reason == VALID:
+                for click, dedup in clicks:
+                    if dedup and click.reason == VALID:
                         await self._judge_repeat(conn, click, firsts)
                 if clicks:
-                    await sql.write_batch(conn, [c.record() for c in clicks])
-            path.unlink()
+                    await sql.write_batch(conn, [c.record() for c, _ in clicks])
+            await asyncio.to_thread(path.unlink)
             written += len(entries)
             log.info("writer %s replayed %d spooled clicks from %s", self.name, len(entries), path.name)
         return written

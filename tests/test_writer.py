@@ -251,6 +251,30 @@ async def test_redis_that_stops_answering_buyer_still_redirected_and_click_store
     assert not list(tmp_path.glob("*/*.jsonl"))
 
 
+async def test_a_spool_file_out_of_time_order_is_judged_click_by_click(app: Starlette) -> None:
+    # Several pumps spool at once, so a later click can come first in the file; each click's
+    # dedup flag must stay with it when the replay sorts them by time.
+    ctx = app.state.ctx
+    code, device = "SPOOL" + uuid.uuid4().hex[:8], device_hash(uuid.uuid4().hex)
+    at = now_ms()
+    first = Click(new_click_id(at - 5000), at - 5000, code, "s", "p", "", device, "203.0.113.0", "ua", "")
+    async with ctx.pool.acquire() as conn:
+        await sql.write_batch(conn, [first.record()])
+    bot = Click(new_click_id(at - 1000), at - 1000, code, "s", "p", "ERR_BOT", device, "203.0.113.0", "bot", "")
+    again = Click(new_click_id(at), at, code, "s", "p", "", device, "203.0.113.0", "ua", "")
+    ctx.spool.append([(again.payload(), True), (bot.payload(), False)])
+    writer = new_writer(ctx)
+    try:
+        assert await writer.replay_spool() == 2
+    finally:
+        await writer.close()
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT click_id, reason, original_click_id FROM clicks WHERE code = $1", code)
+    assert {r["click_id"]: (r["reason"], r["original_click_id"]) for r in rows} == {
+        first.click_id: (None, None), bot.click_id: ("ERR_BOT", None), again.click_id: ("ERR_DUP", first.click_id),
+    }
+
+
 async def test_entries_that_can_never_be_stored_are_set_aside_not_retried(app: Starlette) -> None:
     await drain(app)
     ctx = app.state.ctx
