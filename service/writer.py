@@ -189,31 +189,31 @@ class Writer:
         return written
 
     async def commit(self, stream: bytes | str, entries: Sequence[Entry]) -> int:
-        if not entries:
-            return 0
+        """Store and acknowledge entries; returns the clicks they held that Postgres took."""
         rows = decode(entries)
         bad: list[bytes] = []
         async with postgres(self.pool) as conn:
             try:
-                await sql.write_rows(conn, rows, ROW_COLUMNS)
+                new = await sql.write_rows(conn, rows, ROW_COLUMNS)
             except REJECTED:
-                bad = await self._one_by_one(conn, rows)
+                new, bad = await self._one_by_one(conn, rows)
         if bad:
             await self._set_aside(bad)
         await self.ack(args=[self.prefix, stream, keys.WRITER_GROUP, *sizes(entries)])
-        metrics.CLICKS_WRITTEN.inc(len(rows) - len(bad))
+        metrics.CLICKS_WRITTEN.inc(new)  # a click delivered again is not counted again
         return len(rows) - len(bad)
 
-    async def _one_by_one(self, conn: asyncpg.Connection, rows: Sequence[bytes]) -> list[bytes]:
-        """Postgres refused the batch for its data: write what it accepts, return the rest."""
-        refused = []
+    async def _one_by_one(self, conn: asyncpg.Connection, rows: Sequence[bytes]) -> tuple[int, list[bytes]]:
+        """Postgres refused the batch for its data: write what it accepts. Returns how many
+        were new, and the rows refused."""
+        new, refused = 0, []
         for row in rows:
             try:
-                await sql.write_rows(conn, [row], ROW_COLUMNS)
+                new += await sql.write_rows(conn, [row], ROW_COLUMNS)
             except REJECTED as exc:
                 log.error("writer: postgres refused click row %r: %r", row[:40], exc)
                 refused.append(row)
-        return refused
+        return new, refused
 
     async def _set_aside(self, lines: Sequence[bytes]) -> None:
         """Clicks that can never be written go to a stream of their own for a person to look at."""

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
+from service import metrics
 from service.app import new_writer
 from service.clicks import ROW_COLUMNS, Click, new_click_id, now_ms
 from service.devices import device_hash
@@ -145,7 +146,9 @@ async def test_batches_written_twice_are_stored_once(app: Starlette) -> None:
     # another writer takes the unacknowledged entries over and writes them again
     b = new_writer(ctx)
     b.claim_idle_ms = 0
+    written_before = metrics.CLICKS_WRITTEN._value.get()
     await b.claim_abandoned()
+    assert metrics.CLICKS_WRITTEN._value.get() == written_before  # stored already: not counted again
     await a.close()
     await b.close()
     assert await count(app, code) == (50, 50)
