@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -31,13 +29,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from loadtests.bench import ADMIN, DATABASE_URL, env, free_port, make_code, reset_stores, start, wait_ready  # noqa: E402
+from service.auth import sign  # noqa: E402
 
 SECRET = "dev-event-secret-change-me"  # noqa: S105 (the development secret MCODE_ENV=dev accepts)
 
 
 def signed(body: bytes) -> dict[str, str]:
     t = str(int(time.time()))
-    mac = hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    mac = sign(SECRET, t, body)
     return {"mcode-signature": f"t={t},v1={mac}", "content-type": "application/json"}
 
 

@@ -134,11 +134,11 @@ def import_(file: Path, out: Path | None) -> None:
     click.echo(f"created {outcome.created}, existing {outcome.existing}, failed {outcome.failed}")
     if outcome.failed:
         sys.exit(1)
+
+
 @main.command()
 def demo() -> None:
     """Create a demo seller, product, rate and codes, and print what to try next."""
-    import hashlib
-    import hmac
     import json
     import time
     from decimal import Decimal
@@ -185,7 +185,7 @@ def demo() -> None:
     t = str(int(time.time()))
     click.echo("\nclick one (curl -i the URL), then post the order with its mc_click; sign it as:")
     click.echo("  Mcode-Signature: t=<unix time>,v1=<hex HMAC-SHA256(secret, '<t>.<body>')>")
-    example = hmac.new(settings.event_secrets[0].encode(), f"{t}.{body}".encode(), hashlib.sha256).hexdigest()
+    example = auth.sign(settings.event_secrets[0], t, body.encode())
     click.echo(f"  e.g. for the body {body}\n  at t={t}: v1={example}")
     click.echo(f"reports: curl -H 'Authorization: Bearer {key}' "
                f"'{settings.public_url}/v1/reports/traffic?group_by=day,channel'")

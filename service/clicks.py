@@ -117,12 +117,8 @@ class Click:
         ], separators=(",", ":"))
 
     @classmethod
-    def from_payload(cls, payload: str | bytes, original: str | bytes | None = None) -> Click:
-        click = cls(*json.loads(payload))
-        if original:
-            click.reason = "ERR_DUP"
-            click.original_click_id = original.decode() if isinstance(original, bytes) else original
-        return click
+    def from_payload(cls, payload: str | bytes) -> Click:
+        return cls(*json.loads(payload))
 
     def row(self) -> str:
         """The click as a line of COPY text (columns ROW_COLUMNS): the click log's stream entries

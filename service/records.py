@@ -138,7 +138,7 @@ class Records:
             value = None
         if value is None:
             raise LookupError(f"neither postgres nor redis can resolve {code}")
-        if value in (b"-", "-"):
+        if value in (_MISSING, _MISSING.encode()):
             return None
         return CodeRecord(**json.loads(value))
 

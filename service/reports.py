@@ -6,7 +6,6 @@ import csv
 import io
 import re
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,7 +15,7 @@ from starlette.responses import Response
 from service.api import ApiResponse, encode_cursor, keyset_cursor, limit_param
 from service.catalog import ctx_of, principal
 from service.errors import invalid
-from service.events import exponent
+from service.events import round_money
 from service.store import reports as sql
 
 MAX_DAYS = 366
@@ -81,10 +80,6 @@ def _group_by(request: Request) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def _money(value: Decimal, currency: str) -> str:
-    return str(value.quantize(Decimal(1).scaleb(-exponent(currency))))
-
-
 def _empty(keys: list[str], key: tuple[Any, ...]) -> dict[str, Any]:
     row: dict[str, Any] = {k: (v.isoformat() if isinstance(v, date) else v) for k, v in zip(keys, key, strict=True)}
     row |= {"clicks": 0, "valid_clicks": 0, "invalid_clicks": dict.fromkeys(sql.REASONS, 0), "carts": 0,
@@ -126,7 +121,7 @@ async def traffic_rows(request: Request) -> tuple[list[str], list[dict[str, Any]
         row["orders"] += record["orders"]
         row["paid_orders"] += record["paid_orders"]
         for m in MONEY:
-            row[m][currency] = _money(record[m], currency)
+            row[m][currency] = str(round_money(record[m], currency))
     if not rows and not keys:
         rows[()] = _empty(keys, ())
     for row in rows.values():

@@ -180,10 +180,8 @@ class Writer:
             block=None if self.own_pending else BLOCK_MS,
         )
         batches = [(stream, entries) for stream, entries in reply or [] if entries]
-        if not batches:
-            self.own_pending = False
         for stream, entries in batches:
-            self.own_pending = True
+            self.own_pending = True  # stays so if a commit fails: read them again first
             written += await self.commit(stream, entries)
         self.own_pending = bool(batches) and start == "0"
         return written

@@ -1,6 +1,4 @@
 import asyncio
-import hashlib
-import hmac
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,6 +12,7 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from service.app import create_app
+from service.auth import sign
 from service.clicks import click_time, new_click_id, now_ms
 from service.events import round_money
 from service.store import redis as keys
@@ -23,7 +22,7 @@ from tests.test_redirect import BUYER, IPHONE, click_id_of
 
 def signed(body: bytes, secret: str = SECRET, t: int | None = None) -> dict[str, str]:
     stamp = str(int(time.time()) if t is None else t)
-    mac = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    mac = sign(secret, stamp, body)
     return {"mcode-signature": f"t={stamp},v1={mac}", "content-type": "application/json"}
 
 

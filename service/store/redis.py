@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-# Several stream shards let several Redis Cluster nodes take the click log; with one node they
-# cost nothing. Each click-log batch goes to the next shard in turn.
+# The click log is spread over several streams, each batch to the next in turn, so that several
+# writers read it in parallel (a hash tag per stream would let them live on different Redis Cluster
+# nodes, which the log script does not support yet).
 STREAM_SHARDS = 4
 # The consumer group every writer joins: together they are one reader of the click log.
 WRITER_GROUP = "writers"
@@ -95,16 +96,13 @@ for line = 1, n do
   if dkey ~= '' then
     local at = records + 2 * (line - 1)
     if not redis.call('SET', dkey, ARGV[at], 'NX', 'EX', ARGV[1]) then
+      -- the key exists (no key expires while a script runs): this click is a repeat
       local first = redis.call('GET', dkey)
-      if first then
-        local value = ARGV[at + 1]
-        ARGV[at + 1] = string.sub(value, 1, 14) .. 'ERR_DUP|' .. first .. string.sub(value, 16)
-        repeats[#repeats + 1] = line
-        repeats[#repeats + 1] = first
-        marks[#marks + 1] = line .. ':' .. first
-      else
-        redis.call('SET', dkey, ARGV[at], 'EX', ARGV[1])
-      end
+      local value = ARGV[at + 1]
+      ARGV[at + 1] = string.sub(value, 1, 14) .. 'ERR_DUP|' .. first .. string.sub(value, 16)
+      repeats[#repeats + 1] = line
+      repeats[#repeats + 1] = first
+      marks[#marks + 1] = line .. ':' .. first
     end
   end
 end

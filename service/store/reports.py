@@ -12,7 +12,9 @@ from typing import Any
 
 import asyncpg
 
-REASONS = ("ERR_400", "ERR_403", "ERR_404", "ERR_410", "ERR_BOT", "ERR_DUP")
+from service.store.clicks import REASON_COLUMNS
+
+REASONS = REASON_COLUMNS  # one count column per invalid reason, as click_rollups has them
 # group key -> SQL over the fact table `f` (clicks, click_rollups, carts or orders) and its code `d`
 KEYS = {
     "day": "(f.{time} AT TIME ZONE {tz})::date",
