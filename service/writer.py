@@ -175,16 +175,27 @@ class Writer:
             written += await self.claim_abandoned()
             written += await self.replay_spool()
         start = "0" if self.own_pending else ">"
-        reply: Any = await self.redis.xreadgroup(
-            keys.WRITER_GROUP, self.name, dict.fromkeys(self.streams, start), count=self.batch,
-            block=None if self.own_pending else BLOCK_MS,
-        )
+        try:
+            reply: Any = await self._read(start)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the streams (a restart without persistence, a flush): the log script
+            # makes a stream again with its next click, but not the group writers read it with.
+            await self.ensure_groups()
+            reply = await self._read(start)
         batches = [(stream, entries) for stream, entries in reply or [] if entries]
         for stream, entries in batches:
             self.own_pending = True  # stays so if a commit fails: read them again first
             written += await self.commit(stream, entries)
         self.own_pending = bool(batches) and start == "0"
         return written
+
+    async def _read(self, start: str) -> Any:
+        return await self.redis.xreadgroup(
+            keys.WRITER_GROUP, self.name, dict.fromkeys(self.streams, start), count=self.batch,
+            block=None if self.own_pending else BLOCK_MS,
+        )
 
     async def commit(self, stream: bytes | str, entries: Sequence[Entry]) -> int:
         """Store and acknowledge entries; returns the clicks they held that Postgres took."""

@@ -278,6 +278,24 @@ async def test_a_spool_file_out_of_time_order_is_judged_click_by_click(app: Star
     }
 
 
+async def test_streams_lost_by_redis_are_made_again_and_drained(app: Starlette) -> None:
+    await drain(app)  # nothing in flight is lost with the streams, so the backlog stays right
+    ctx = app.state.ctx
+    writer = new_writer(ctx)
+    try:
+        await writer.step()  # the writer is up, its groups made
+        await ctx.redis.delete(*writer.streams)  # as a Redis restarted without persistence has them
+        code = "LOST" + uuid.uuid4().hex[:8]
+        await log_clicks(app, code, 20)  # the log script makes a stream again, without the group
+        for _ in range(5):
+            await writer.step()
+            if (await count(app, code))[0] == 20:
+                break
+    finally:
+        await writer.close()
+    assert await count(app, code) == (20, 20)
+
+
 async def test_entries_that_can_never_be_stored_are_set_aside_not_retried(app: Starlette) -> None:
     await drain(app)
     ctx = app.state.ctx
