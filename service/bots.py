@@ -1,4 +1,4 @@
-"""Is this request a bot, a prefetch or a link preview?  (pure, cached)
+"""Is this request a bot or a link preview, or a browser's prefetch?  (pure, cached)
 
 Crawler patterns come from the maintained `crawler-user-agents` list, less the few that match
 real browsers (DROP_PATTERNS); our own rules (EXTRA_RULES) add link-preview fetchers, headless
@@ -172,7 +172,11 @@ class Bots:
     def is_bot(self, method: str, headers: Mapping[str, str]) -> bool:
         if method == "HEAD":
             return True
-        purpose = headers.get("sec-purpose") or headers.get("purpose") or ""
-        if PREFETCH in purpose.lower() or headers.get("x-moz", "").lower() == PREFETCH:
-            return True
         return bool(self.by_user_agent(headers.get("user-agent", "")))
+
+
+def is_prefetch(headers: Mapping[str, str]) -> bool:
+    """A browser fetching speculatively, before or without the buyer's click (prefetch, prerender
+    with prefetch, Firefox's link prefetch)."""
+    purpose = headers.get("sec-purpose") or headers.get("purpose") or ""
+    return PREFETCH in purpose.lower() or headers.get("x-moz", "").lower() == PREFETCH

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from service.bots import EXTRA_RULES, Bots
+from service.bots import EXTRA_RULES, Bots, is_prefetch
 
 DATA = Path(__file__).parent / "data"
 BOTS = Bots()
@@ -28,10 +28,16 @@ def test_header_rules() -> None:
     assert BOTS.is_bot("HEAD", {"user-agent": browser})
     assert BOTS.is_bot("GET", {})
     assert BOTS.is_bot("GET", {"user-agent": "   "})
-    assert BOTS.is_bot("GET", {"user-agent": browser, "sec-purpose": "prefetch;prerender"})
-    assert BOTS.is_bot("GET", {"user-agent": browser, "purpose": "Prefetch"})
-    assert BOTS.is_bot("GET", {"user-agent": browser, "x-moz": "prefetch"})
-    assert not BOTS.is_bot("GET", {"user-agent": browser, "sec-purpose": "prerender"})
+    assert not BOTS.is_bot("GET", {"user-agent": browser})
+
+
+def test_prefetch_signals() -> None:
+    assert is_prefetch({"sec-purpose": "prefetch;prerender"})
+    assert is_prefetch({"sec-purpose": "prefetch"})
+    assert is_prefetch({"purpose": "Prefetch"})
+    assert is_prefetch({"x-moz": "prefetch"})
+    assert not is_prefetch({"sec-purpose": "prerender"})
+    assert not is_prefetch({})
 
 
 def test_patterns_that_match_real_browsers_are_dropped() -> None:
