@@ -38,7 +38,7 @@ URL = f"{PG_ROOT}/{DB}"
 ADMIN = "reports-bench-admin-0123456789"
 CODES = 1000
 DAYS = 90
-REASONS = [None] * 85 + ["ERR_BOT"] * 10 + ["ERR_DUP"] * 4 + ["ERR_404"]
+REASONS = [None] * 84 + ["ERR_BOT"] * 10 + ["ERR_DUP"] * 4 + ["ERR_PREFETCH", "ERR_404"]
 CHUNK = 50_000
 
 

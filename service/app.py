@@ -21,7 +21,8 @@ from service.clicks import ClickLog
 from service.codes import Signer
 from service.context import Context
 from service.devices import Devices
-from service.errors import ApiError, buyer_error, handle_api_error, handle_http_exception, handle_unexpected
+from service.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
+from service.pages import BuyerPages
 from service.records import Records
 from service.settings import Settings
 from service.spool import Spool
@@ -70,7 +71,8 @@ async def open_context(settings: Settings) -> Context:
         spool=spool,
         click_log=ClickLog(resp.Connection(settings.redis_url), settings.redis_prefix, settings.dedup_window_s,
                            settings.attribution_window_s, spool),
-        attribution=Clicks(redis, settings.redis_prefix, settings.attribution_window_s),
+        attribution=Clicks(redis, settings.redis_prefix, settings.attribution_window_s, settings.clock_skew_s),
+        pages=BuyerPages(settings.fallback_url),
     )
 
 
@@ -137,8 +139,7 @@ class HotPath:
                 await redirect.redirect(self.state.ctx, scope, receive, send)
             except Exception:
                 log.exception("unhandled error on %s %s", scope["method"], path)
-                accept = redirect.read_headers(scope["headers"]).get("accept", "")
-                await buyer_error(accept, ApiError("ERR_500", "internal error"))(scope, receive, send)
+                await self.state.ctx.pages.send(send, redirect.read_headers(scope["headers"]), "ERR_500")
             return
         await self.app(scope, receive, send)
 

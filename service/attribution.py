@@ -45,10 +45,13 @@ class Clicks:
     judged inside its own transaction, and a second connection from the same pool per event
     could exhaust the pool while every holder waits for one more."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, window_s: int) -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str, window_s: int, skew_s: int) -> None:
         self.redis = redis
         self.prefix = prefix
         self.window = timedelta(seconds=window_s)
+        # An order system's clock may run behind ours, and whole-second stamps round an order
+        # in the click's own second down to before it.
+        self.skew = timedelta(seconds=skew_s)
 
     async def find(self, conn: asyncpg.Connection, click_id: str) -> ClickFacts | None:
         if not CLICK_ID_RE.fullmatch(click_id):
@@ -92,6 +95,6 @@ class Clicks:
             facts = first
         if facts.reason != VALID:
             return Verdict(False, "ERR_INVALID_CLICK", facts)
-        if not timedelta(0) <= occurred_at - facts.at <= self.window:
+        if not -self.skew <= occurred_at - facts.at <= self.window:
             return Verdict(False, "ERR_WINDOW", facts)
         return Verdict(True, None, facts)

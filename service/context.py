@@ -12,6 +12,7 @@ from service.bots import Bots
 from service.clicks import ClickLog
 from service.codes import Signer
 from service.devices import Devices
+from service.pages import BuyerPages
 from service.records import Records
 from service.settings import Settings
 from service.spool import Spool
@@ -31,6 +32,7 @@ class Context:
     spool: Spool
     click_log: ClickLog
     attribution: Clicks
+    pages: BuyerPages
 
     def short_url(self, code: str) -> str:
         return f"{self.settings.public_url.rstrip('/')}/e/{code}"

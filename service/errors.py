@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import html
 import logging
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 
 log = logging.getLogger("mcode")
 
@@ -26,17 +25,6 @@ STATUS = {
     "ERR_500": 500,
     "ERR_503": 503,
 }
-
-# What a buyer reads when a link does not lead anywhere.
-BUYER_SENTENCES = {
-    "ERR_400": "This link is not valid. Please check that it was copied completely.",
-    "ERR_403": "This offer is not available from this seller right now.",
-    "ERR_404": "This product is no longer available.",
-    "ERR_410": "This link has been switched off by the seller.",
-    "ERR_500": "Something went wrong on our side. Please try again in a moment.",
-    "ERR_503": "Something went wrong on our side. Please try again in a moment.",
-}
-
 
 class ApiError(Exception):
     def __init__(self, code: str, message: str, fields: dict[str, str] | None = None) -> None:
@@ -70,42 +58,6 @@ def field_errors(exc: ValidationError) -> dict[str, str]:
 
 def json_error(err: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
-
-
-def prefers_json(accept: str) -> bool:
-    """True when an Accept header ranks application/json above text/html."""
-    best_json = best_html = -1.0
-    for part in accept.split(","):
-        media, _, params = part.strip().partition(";")
-        q = 1.0
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        media = media.strip().lower()
-        if media == "application/json":
-            best_json = max(best_json, q)
-        elif media in ("text/html", "application/xhtml+xml"):
-            best_html = max(best_html, q)
-    return best_json > 0 and best_json > best_html
-
-
-def buyer_error(accept: str, err: ApiError, headers: dict[str, str] | None = None) -> Response:
-    """The refusal a buyer's browser shows (HTML), or JSON when the Accept header asks for it."""
-    if prefers_json(accept):
-        return json_error(err, headers)
-    sentence = BUYER_SENTENCES.get(err.code, err.message)
-    page = (
-        "<!doctype html><html lang=en><meta charset=utf-8>"
-        "<meta name=viewport content='width=device-width,initial-scale=1'>"
-        f"<title>{err.code}</title>"
-        "<body style='font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem'>"
-        f"<h1>{html.escape(sentence)}</h1><p><code>{err.code}</code></p></body></html>"
-    )
-    return HTMLResponse(page, status_code=err.status, headers=headers)
 
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:

@@ -16,7 +16,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-CLICK_REASONS = ("valid", "ERR_400", "ERR_403", "ERR_404", "ERR_410", "ERR_BOT", "ERR_DUP")
+from service.store.clicks import REASON_COLUMNS
+
+CLICK_REASONS = ("valid", *REASON_COLUMNS)
 EVENT_TYPES = ("cart", "order", "payment", "refund")
 EVENT_STATUSES = ("attributed", "not_attributed", "recorded", "rejected")
 ATTRIBUTION_RESULTS = ("attributed", "ERR_NO_CLICK", "ERR_INVALID_CLICK", "ERR_WINDOW")

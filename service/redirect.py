@@ -15,19 +15,18 @@ from starlette.requests import cookie_parser
 from starlette.types import Receive, Scope, Send
 
 from service import metrics
+from service.bots import is_prefetch
 from service.clicks import VALID, Click, new_click_id, now_ms
 from service.context import Context
 from service.devices import COOKIE, device_hash, truncate_ip
-from service.errors import BUYER_SENTENCES, ApiError, buyer_error
 
 MAX_TEXT = 512
 # What is kept of a code that is not ours: no separators or control characters reach the log.
 _FOREIGN = re.compile(r"[^A-Za-z0-9_-]")
-NO_STORE = "no-store"
 # The only request headers the redirect reads (ASGI gives names in lower case).
 READ = {name.encode(): name for name in (
     "user-agent", "cookie", "x-forwarded-for", "accept-language", "referer", "accept",
-    "sec-purpose", "purpose", "x-moz",  # prefetch signals, for the bot judge
+    "sec-purpose", "purpose", "x-moz",  # prefetch signals
 )}
 REDIRECTED = (VALID, "ERR_BOT", "ERR_DUP")
 
@@ -56,8 +55,7 @@ async def redirect(ctx: Context, scope: Scope, receive: Receive, send: Send) -> 
         try:
             record, host_allowed = await ctx.records.get(code)
         except LookupError:
-            err = ApiError("ERR_503", "the service cannot resolve this link right now")
-            return await buyer_error(headers.get("accept", ""), err)(scope, receive, send)
+            return await ctx.pages.send(send, headers, "ERR_503")  # the code is known nowhere we can reach
         if record is None:
             reason = "ERR_400"
         elif not record.active:
@@ -66,6 +64,8 @@ async def redirect(ctx: Context, scope: Scope, receive: Receive, send: Send) -> 
             reason = "ERR_403"
         elif not record.sellable or not host_allowed:
             reason = "ERR_404"
+        elif is_prefetch(headers):
+            reason = "ERR_PREFETCH"
         elif ctx.bots.is_bot(scope["method"], headers):
             reason = "ERR_BOT"
         else:
@@ -85,14 +85,15 @@ async def redirect(ctx: Context, scope: Scope, receive: Receive, send: Send) -> 
     try:
         first = await ctx.click_log.log(click, dedup=reason == VALID)
     except Exception:  # neither Redis nor the local spool took the click: do not pretend
-        err = ApiError("ERR_503", "the service cannot record this click right now")
-        return await buyer_error(headers.get("accept", ""), err)(scope, receive, send)
+        return await ctx.pages.send(send, headers, "ERR_503")
     if first:
         reason = "ERR_DUP"
-    if record is None or reason not in REDIRECTED:
-        refusal = buyer_error(headers.get("accept", ""), ApiError(reason, BUYER_SENTENCES[reason]),
-                              headers={"cache-control": NO_STORE})
-        await refusal(scope, receive, send)
+    if reason == "ERR_PREFETCH":  # a 503 makes the browser drop its speculation and ask again on the click
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"cache-control", b"no-store"), (b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+    elif record is None or reason not in REDIRECTED:
+        await ctx.pages.send(send, headers, reason)
     else:
         location = f"{record.head}{first or click.click_id}{record.fragment}"
         await send({"type": "http.response.start", "status": 302, "headers": [

@@ -6,8 +6,10 @@ import ipaddress
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.urls import HostPolicy, UrlError, normalize_product_url
 
 # Shipped so that `MCODE_ENV=dev` works out of the box; refused anywhere else.
 DEV_SIGNING_KEY = "dev-signing-key-change-me"
@@ -48,6 +50,10 @@ class Settings(BaseSettings):
     trusted_proxies: CommaList = ()
     dedup_window_s: int = Field(default=3600, gt=0)
     attribution_window_s: int = Field(default=1800, gt=0)
+    # An order or cart stamped up to this long before its click is still attributed.
+    clock_skew_s: int = Field(default=60, ge=0)
+    # Where a buyer's error page leads onward; held to the product URL rules.
+    fallback_url: str = "https://www.aliexpress.com/"
     embedded_writer: bool = True
 
     # How long a worker trusts its in-process copy of a code, seller or product;
@@ -83,6 +89,15 @@ class Settings(BaseSettings):
         if -value.as_tuple().exponent > 5:  # type: ignore[operator]
             raise ValueError("at most 5 decimal places (as stored with each order)")
         return value
+
+    @field_validator("fallback_url")
+    @classmethod
+    def _fallback_is_a_product_url(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            return normalize_product_url(value, HostPolicy(info.data.get("allowed_hosts", ())))
+        except UrlError as exc:
+            raise ValueError(f"MCODE_FALLBACK_URL is held to the product URL rules ({exc}); "
+                             "set it to a page on one of MCODE_ALLOWED_HOSTS") from None
 
     @model_validator(mode="after")
     def _no_dev_secrets_in_production(self) -> Settings:

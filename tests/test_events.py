@@ -171,22 +171,40 @@ async def test_not_attributed_reasons(app: Starlette, client: httpx.AsyncClient,
     r = await post(client, order(bot))
     assert (r.json()["status"], r.json()["reason"]) == ("not_attributed", "ERR_INVALID_CLICK")
     _, valid = await a_click(client, code)
-    early = iso(click_time(valid) - timedelta(seconds=1))
+    early = iso(click_time(valid) - timedelta(seconds=61))  # beyond MCODE_CLOCK_SKEW_S (60)
     assert (await post(client, order(valid, at=early))).json()["reason"] == "ERR_WINDOW"
 
 
 async def test_window_edges_exactly(code: Maker) -> None:
-    app = create_app(make_settings(attribution_window_s=60))
+    app = create_app(make_settings(attribution_window_s=60, clock_skew_s=5))
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app, client=("198.51.100.20", 1))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             results = {}
-            for offset_ms in (0, 60_000, 60_001, -1):
+            for offset_ms in (0, 60_000, 60_001, -5_000, -5_001):
                 c = await code()
                 click_id = click_id_of(await client.get(f"/e/{c['code']}", headers=BUYER))
                 at = iso(click_time(click_id) + timedelta(milliseconds=offset_ms))
                 results[offset_ms] = (await post(client, order(click_id, at=at))).json()["reason"]
-    assert results == {0: None, 60_000: None, 60_001: "ERR_WINDOW", -1: "ERR_WINDOW"}
+    assert results == {0: None, 60_000: None, 60_001: "ERR_WINDOW", -5_000: None, -5_001: "ERR_WINDOW"}
+
+
+async def test_whole_second_stamps_and_a_clock_behind_ours_are_attributed(
+    client: httpx.AsyncClient, code: Maker
+) -> None:
+    _, click_id = await a_click(client, code)
+    clicked = click_time(click_id)
+    same_second = iso(clicked.replace(microsecond=0))  # most order systems stamp whole seconds
+    r = await post(client, order(click_id, at=same_second))
+    assert (r.json()["status"], r.json()["reason"]) == ("attributed", None)
+    _, click_id = await a_click(client, code)
+    behind = iso(click_time(click_id) - timedelta(seconds=59))
+    assert (await post(client, order(click_id, at=behind))).json()["status"] == "attributed"
+    _, click_id = await a_click(client, code)
+    cart = {"event_id": uid("e"), "type": "cart", "occurred_at": iso(click_time(click_id) - timedelta(seconds=30)),
+            "click_id": click_id}
+    assert ((await post(client, cart)).json()["status"], (await post(client, cart)).json()["reason"]) == (
+        "recorded", None)  # counted in the funnel: no reason against it
 
 
 async def test_order_on_a_repeat_click_goes_to_the_first(app: Starlette, client: httpx.AsyncClient,

@@ -86,6 +86,28 @@ async def test_forged_and_unknown_codes(app: Starlette, client: httpx.AsyncClien
         assert [row["reason"] for row in rows][-1:] == ["ERR_400"]
 
 
+async def test_error_page_speaks_the_buyers_language(client: httpx.AsyncClient, code: Maker) -> None:
+    c = await code()
+    await client.patch(f"/v1/codes/{c['code']}", json={"active": False}, headers=ADMIN_HEADERS)
+    url = f"/e/{c['code']}"
+    for accept_language, lang, direction, sentence in [
+        ("es-ES,es;q=0.9,en;q=0.5", "es", "ltr", "El vendedor ha desactivado este enlace."),
+        ("sv;q=0.9, he;q=0.8", "he", "rtl", "המוכר השבית את הקישור הזה."),
+        ("tlh", "en", "ltr", "This link has been switched off by the seller."),
+    ]:
+        r = await client.get(url, headers=BUYER | {"accept-language": accept_language})
+        assert r.status_code == 410
+        assert r.headers["content-language"] == lang
+        assert r.headers["content-type"] == "text/html; charset=utf-8"
+        assert r.headers["cache-control"] == "no-store"
+        assert f"<html lang={lang} dir={direction}>" in r.text
+        assert sentence in r.text and "ERR_410" in r.text
+        assert '<a href="https://www.aliexpress.com/"' in r.text
+    r = await client.get(url, headers=BUYER | {"accept-language": "ru", "accept": "application/json"})
+    assert r.json() == {"error": {"code": "ERR_410", "message": "This link has been switched off by the seller."}}
+    assert "content-language" not in r.headers
+
+
 async def test_refusals_in_spec_order(app: Starlette, client: httpx.AsyncClient, code: Maker,
                                       seller: Maker, product: Maker) -> None:
     c = await code()
@@ -124,9 +146,13 @@ BOT_REQUESTS = [
     {"user-agent": "curl/8.4.0"},
     {"user-agent": ""},
     {},
+]
+PREFETCHES = [
     BUYER | {"sec-purpose": "prefetch;prerender"},
+    BUYER | {"sec-purpose": "prefetch"},
     BUYER | {"purpose": "prefetch"},
     BUYER | {"x-moz": "prefetch"},
+    {"user-agent": "curl/8.4.0", "sec-purpose": "prefetch"},  # prefetch is judged before bots
 ]
 
 
@@ -143,6 +169,41 @@ async def test_bots_are_redirected_but_flagged(
     assert click_id_of(r) != bot_click
     rows = await clicks_of(app, c["code"])
     assert [row["reason"] for row in rows] == ["ERR_BOT", None]
+
+
+@pytest.mark.parametrize("headers", PREFETCHES)
+async def test_prefetch_is_answered_503_so_the_real_click_comes_later(
+    app: Starlette, client: httpx.AsyncClient, code: Maker, headers: dict[str, str]
+) -> None:
+    c = await code()
+    r = await client.get(f"/e/{c['code']}", headers=headers)
+    assert r.status_code == 503
+    assert r.headers["cache-control"] == "no-store"
+    assert "location" not in r.headers and "set-cookie" not in r.headers
+    assert r.content == b""
+    # never counts, never sets the dedup mark: the buyer's click right after is valid and its own
+    r = await client.get(f"/e/{c['code']}", headers=BUYER)
+    assert r.status_code == 302
+    rows = await clicks_of(app, c["code"])
+    assert [(row["reason"], row["original_click_id"]) for row in rows] == [("ERR_PREFETCH", None), (None, None)]
+    assert rows[1]["click_id"] == click_id_of(r)
+
+
+async def test_prefetch_of_a_refused_link_carries_the_refusal(
+    app: Starlette, client: httpx.AsyncClient, code: Maker
+) -> None:
+    c = await code()
+    await client.patch(f"/v1/codes/{c['code']}", json={"active": False}, headers=ADMIN_HEADERS)
+    r = await client.get(f"/e/{c['code']}", headers=PREFETCHES[0])
+    assert r.status_code == 410
+    assert [row["reason"] for row in await clicks_of(app, c["code"])] == ["ERR_410"]
+
+
+async def test_head_prefetch_is_a_prefetch(app: Starlette, client: httpx.AsyncClient, code: Maker) -> None:
+    c = await code()
+    r = await client.head(f"/e/{c['code']}", headers=PREFETCHES[1])
+    assert r.status_code == 503
+    assert [row["reason"] for row in await clicks_of(app, c["code"])] == ["ERR_PREFETCH"]
 
 
 async def test_head_is_a_bot(app: Starlette, client: httpx.AsyncClient, code: Maker) -> None:
@@ -204,9 +265,11 @@ async def test_metrics_count_clicks_by_reason(app: Starlette, client: httpx.Asyn
     await client.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": IPHONE, "cookie": f"mc_did={device}"})
     await client.get(f"/e/{c['code']}", headers={"user-agent": "curl/8"})
     await client.get("/e/notacode", headers=BUYER)
+    await client.get(f"/e/{c['code']}", headers=BUYER | {"sec-purpose": "prefetch"})
     after = (await client.get("/metrics")).text
     assert value(after, "valid") == value(before, "valid") + 1
     assert value(after, "ERR_BOT") == value(before, "ERR_BOT") + 1
+    assert value(after, "ERR_PREFETCH") == value(before, "ERR_PREFETCH") + 1
     assert value(after, "ERR_400") == value(before, "ERR_400") + 1
     assert "mcode_redirect_duration_seconds_count" in after
 
@@ -218,7 +281,8 @@ async def test_host_no_longer_allowed_is_404(code: Maker) -> None:
     from tests.conftest import make_settings
 
     c = await code()
-    narrowed = create_app(make_settings(allowed_hosts=("shop.example.org",)))
+    narrowed = create_app(make_settings(allowed_hosts=("shop.example.org",),
+                                        fallback_url="https://shop.example.org/"))
     async with LifespanManager(narrowed):
         transport = httpx.ASGITransport(app=narrowed, client=("198.51.100.50", 1))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as buyer:

@@ -16,7 +16,7 @@ from tests.test_catalog import bearer, issue_key
 from tests.test_events import now, order, post
 from tests.test_redirect import BUYER, click_id_of
 
-ZERO = {"ERR_400": 0, "ERR_403": 0, "ERR_404": 0, "ERR_410": 0, "ERR_BOT": 0, "ERR_DUP": 0}
+ZERO = {"ERR_400": 0, "ERR_403": 0, "ERR_404": 0, "ERR_410": 0, "ERR_PREFETCH": 0, "ERR_BOT": 0, "ERR_DUP": 0}
 
 
 def device(n: int) -> dict[str, str]:
@@ -45,6 +45,7 @@ async def scripted_mix(app: Starlette, client: httpx.AsyncClient, seller: Maker,
     a_bot = click_id_of(await client.get(f"/e/{a}", headers={"user-agent": "Twitterbot/1.0"}))
     b1 = click_id_of(await client.get(f"/e/{b}", headers=device(4)))
     click_id_of(await client.get(f"/e/{b}", headers=device(5)))
+    assert (await client.get(f"/e/{b}", headers=device(9) | {"sec-purpose": "prefetch"})).status_code == 503
     await client.head(f"/e/{b}", headers=device(6))
     await client.patch(f"/v1/codes/{b}", json={"active": False}, headers=ADMIN_HEADERS)
     assert (await client.get(f"/e/{b}", headers=device(7))).status_code == 410
@@ -77,8 +78,9 @@ EXPECTED = [
      "invalid_clicks": ZERO | {"ERR_DUP": 1, "ERR_BOT": 1, "ERR_404": 1}, "carts": 1, "orders": 3,
      "paid_orders": 2, "conversion_rate": 1.0, "gmv": {"USD": "150.00"}, "commission": {"USD": "10.00"},
      "pending_commission": {"USD": "5.00"}},
-    {"utm_campaign": "tt_202405_b", "channel": "tiktok", "clicks": 4, "valid_clicks": 2,
-     "invalid_clicks": ZERO | {"ERR_BOT": 1, "ERR_410": 1}, "carts": 0, "orders": 1, "paid_orders": 1,
+    {"utm_campaign": "tt_202405_b", "channel": "tiktok", "clicks": 5, "valid_clicks": 2,
+     "invalid_clicks": ZERO | {"ERR_PREFETCH": 1, "ERR_BOT": 1, "ERR_410": 1}, "carts": 0, "orders": 1,
+     "paid_orders": 1,
      "conversion_rate": 0.5, "gmv": {"JPY": "1500"}, "commission": {"JPY": "75"},
      "pending_commission": {"JPY": "0"}},
 ]
@@ -95,7 +97,7 @@ async def test_traffic_numbers_for_a_scripted_mix(app: Starlette, client: httpx.
     total = (await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS,
                               params={"seller_id": sid, "group_by": "day", "from": today, "to": today})).json()
     assert total["rows"][0]["day"] == today
-    assert total["rows"][0]["clicks"] == 10
+    assert total["rows"][0]["clicks"] == 11
     assert total["rows"][0]["gmv"] == {"JPY": "1500", "USD": "150.00"}
     # a half-hour zone is answered from the clicks themselves, a whole-hour one from hourly rollups
     for tz in ("Asia/Kolkata", "America/New_York"):
@@ -104,7 +106,7 @@ async def test_traffic_numbers_for_a_scripted_mix(app: Starlette, client: httpx.
         assert rows["rows"] == EXPECTED, tz
     by_code = (await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS,
                                 params={"seller_id": sid, "group_by": "code"})).json()["rows"]
-    assert sorted(r["clicks"] for r in by_code) == [1, 4, 5]
+    assert sorted(r["clicks"] for r in by_code) == [1, 5, 5]
 
     r = await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS,
                          params={"seller_id": sid, "group_by": "utm_campaign,channel", "format": "csv"})
@@ -112,11 +114,12 @@ async def test_traffic_numbers_for_a_scripted_mix(app: Starlette, client: httpx.
     rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert list(rows[0]) == [
         "utm_campaign", "channel", "clicks", "valid_clicks", "carts", "orders", "paid_orders", "conversion_rate",
-        "invalid_ERR_400", "invalid_ERR_403", "invalid_ERR_404", "invalid_ERR_410", "invalid_ERR_BOT",
-        "invalid_ERR_DUP", "gmv_JPY", "gmv_USD", "commission_JPY", "commission_USD", "pending_commission_JPY",
-        "pending_commission_USD"]
+        "invalid_ERR_400", "invalid_ERR_403", "invalid_ERR_404", "invalid_ERR_410", "invalid_ERR_PREFETCH",
+        "invalid_ERR_BOT", "invalid_ERR_DUP", "gmv_JPY", "gmv_USD", "commission_JPY", "commission_USD",
+        "pending_commission_JPY", "pending_commission_USD"]
     assert rows[0]["gmv_USD"] == "150.00" and rows[0]["gmv_JPY"] == "0"
     assert rows[1]["commission_JPY"] == "75" and rows[1]["invalid_ERR_410"] == "1"
+    assert rows[1]["invalid_ERR_PREFETCH"] == "1"
 
 
 async def test_empty_report_has_one_zero_row(client: httpx.AsyncClient, seller: Maker) -> None:
@@ -178,7 +181,7 @@ async def test_invalid_click_ledger(app: Starlette, client: httpx.AsyncClient, s
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert [i["reason"] for i in items] == ["ERR_404", "ERR_410", "ERR_BOT", "ERR_BOT", "ERR_DUP"]
+    assert [i["reason"] for i in items] == ["ERR_404", "ERR_410", "ERR_BOT", "ERR_PREFETCH", "ERR_BOT", "ERR_DUP"]
     assert [i["clicked_at"] for i in items] == sorted((i["clicked_at"] for i in items), reverse=True)
     dup = items[-1]
     assert dup["original_click_id"] is not None and dup["ip"] == "198.51.100.0"
@@ -188,6 +191,9 @@ async def test_invalid_click_ledger(app: Starlette, client: httpx.AsyncClient, s
     bots = (await client.get("/v1/reports/invalid-clicks", headers=ADMIN_HEADERS,
                              params={"seller_id": sid, "reason": "ERR_BOT"})).json()["items"]
     assert len(bots) == 2
+    prefetches = (await client.get("/v1/reports/invalid-clicks", headers=ADMIN_HEADERS,
+                                   params={"seller_id": sid, "reason": "ERR_PREFETCH"})).json()["items"]
+    assert [(i["reason"], i["original_click_id"]) for i in prefetches] == [("ERR_PREFETCH", None)]
     r = await client.get("/v1/reports/invalid-clicks", headers=ADMIN_HEADERS, params={"reason": "ERR_NOPE"})
     assert r.status_code == 422
 

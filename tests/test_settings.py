@@ -25,13 +25,15 @@ def test_production_refuses_shipped_or_missing_secrets(monkeypatch: pytest.Monke
 def test_dev_accepts_shipped_values_and_reads_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCODE_ENV", "dev")
     monkeypatch.setenv("MCODE_ALLOWED_HOSTS", "shop.example, *.shop.example")
+    monkeypatch.setenv("MCODE_FALLBACK_URL", "https://WWW.Shop.Example/deals")
     monkeypatch.setenv("MCODE_TRUSTED_PROXIES", "10.0.0.0/8,::1/128")
     monkeypatch.setenv("MCODE_COOKIE_SECURE", "0")
     s = Settings(_env_file=None)  # type: ignore[call-arg]
     assert s.signing_keys == (DEV_SIGNING_KEY,)
     assert s.allowed_hosts == ("shop.example", "*.shop.example")
     assert s.cookie_secure is False
-    assert s.dedup_window_s == 3600 and s.attribution_window_s == 1800
+    assert s.dedup_window_s == 3600 and s.attribution_window_s == 1800 and s.clock_skew_s == 60
+    assert s.fallback_url == "https://www.shop.example/deals"
     assert str(s.default_commission_rate) == "0.05"
 
 
@@ -54,4 +56,22 @@ def test_default_rate_keeps_to_what_orders_store(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MCODE_ENV", "dev")
     monkeypatch.setenv("MCODE_DEFAULT_COMMISSION_RATE", "0.123456")
     with pytest.raises(ValidationError, match="5 decimal places"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("allowed", "fallback"), [
+    ("shop.example", None),  # the default fallback's host is not allowed here: the operator must choose one
+    ("aliexpress.com,*.aliexpress.com", "http://www.aliexpress.com/"),
+    ("aliexpress.com,*.aliexpress.com", "https://evil.example/"),
+])
+def test_fallback_url_is_held_to_the_product_url_rules(
+    monkeypatch: pytest.MonkeyPatch, allowed: str, fallback: str | None
+) -> None:
+    monkeypatch.setenv("MCODE_ENV", "dev")
+    monkeypatch.setenv("MCODE_ALLOWED_HOSTS", allowed)
+    if fallback is None:
+        monkeypatch.delenv("MCODE_FALLBACK_URL", raising=False)
+    else:
+        monkeypatch.setenv("MCODE_FALLBACK_URL", fallback)
+    with pytest.raises(ValidationError, match="MCODE_FALLBACK_URL"):
         Settings(_env_file=None)  # type: ignore[call-arg]

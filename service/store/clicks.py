@@ -50,7 +50,8 @@ async def ensure_partitions(conn: asyncpg.Connection, today: date | None = None,
     return made
 
 
-REASON_COLUMNS = ("ERR_400", "ERR_403", "ERR_404", "ERR_410", "ERR_BOT", "ERR_DUP")
+# Every invalid reason, in the SPEC's order: one count column each in click_rollups and reports.
+REASON_COLUMNS = ("ERR_400", "ERR_403", "ERR_404", "ERR_410", "ERR_PREFETCH", "ERR_BOT", "ERR_DUP")
 _COUNTS = ", ".join(f'"{r}"' for r in REASON_COLUMNS)
 _ADD_COUNTS = ", ".join(
     f'{c} = click_rollups.{c} + EXCLUDED.{c}' for c in ("clicks", "valid_clicks", *(f'"{r}"' for r in REASON_COLUMNS))
