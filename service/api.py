@@ -4,19 +4,62 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import ApiError, field_errors, invalid
+from service.errors import ApiError, field_errors, invalid, json_error
 
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+# JSON bodies and cursors nest at most this deep: nothing we read goes past 2, and Python's own
+# parser fails past ~1,000 with a RecursionError rather than an answer.
+MAX_DEPTH = 32
+# Postgres text cannot hold NUL, and UTF-8 cannot hold a lone surrogate (JSON's "\ud800" makes one).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE = "must not contain NUL (\\u0000) or unpaired surrogates"
+
+
+def storable(text: str) -> bool:
+    return _UNSTORABLE.search(text) is None
+
+
+class StorableText:
+    """Refuses a path or query parameter that Postgres could not store, before any handler runs:
+    one gate for every endpoint rather than a check in each."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            bad = [name for name, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+                   if not (storable(name) and storable(value))]
+            if not storable(scope["path"]):
+                bad.append(_path_field(scope))
+            if bad:
+                return await json_error(invalid(dict.fromkeys(bad, UNSTORABLE)))(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def _path_field(scope: Scope) -> str:
+    """The route parameter holding the bad text, or `path` when no route names it."""
+    for route in getattr(scope.get("app"), "routes", ()):
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            for name, value in child.get("path_params", {}).items():
+                if isinstance(value, str) and not storable(value):
+                    return str(name)
+    return "path"
 
 
 def _default(value: Any) -> Any:
@@ -57,12 +100,41 @@ async def json_object(request: Request, limit: int) -> dict[str, Any]:
 
 
 def parse_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError("ERR_400", "body is not valid JSON (send Content-Type: application/json)") from None
+    data = parse_json(body, "body is not valid JSON (send Content-Type: application/json)")
     if not isinstance(data, dict):
         raise ApiError("ERR_400", "body must be a JSON object")
+    return data
+
+
+def parse_json(text: str | bytes, unparseable: str) -> Any:
+    """A JSON document no deeper than MAX_DEPTH whose every text Postgres can store: ERR_400
+    (`unparseable`, or too deep) or ERR_422 naming the field with unstorable text."""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ApiError("ERR_400", f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:  # UnicodeDecodeError is one too
+        raise ApiError("ERR_400", unparseable) from None
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:  # a loop, not recursion: the document may be as deep as the parser allows
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if not storable(value):
+                raise invalid({path or "body": UNSTORABLE})
+            continue
+        if isinstance(value, dict):
+            items: Any = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            raise ApiError("ERR_400", f"JSON nested deeper than {MAX_DEPTH} levels")
+        for key, item in items:
+            name = f"{path}.{key}" if path else str(key)
+            if not storable(name):
+                raise invalid({"body": f"a field name {UNSTORABLE}"})
+            stack.append((item, name, depth + 1))
     return data
 
 
@@ -93,9 +165,11 @@ def keyset_cursor(request: Request) -> tuple[datetime, str] | None:
     if not raw:
         return None
     try:
-        when, ident = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        return datetime.fromisoformat(str(when).replace("Z", "+00:00")), str(ident)
-    except (ValueError, TypeError):
+        when, ident = parse_json(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)), "")
+        if not isinstance(when, str) or not isinstance(ident, str):
+            raise TypeError(when, ident)
+        return datetime.fromisoformat(when.replace("Z", "+00:00")), ident
+    except (ValueError, TypeError, ApiError):
         raise invalid({"cursor": "not a cursor this API gave out"}) from None
 
 

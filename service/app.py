@@ -11,10 +11,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from service import catalog, events, imports, metrics, ops, redirect, reports
+from service.api import StorableText
 from service.attribution import Clicks
 from service.bots import Bots
 from service.clicks import ClickLog
@@ -113,6 +115,7 @@ def create_app(settings: Settings | None = None) -> HotPath:
 
     return HotPath(Starlette(
         routes=ROUTES,
+        middleware=[Middleware(StorableText)],
         lifespan=lifespan,
         exception_handlers={
             ApiError: handle_api_error,

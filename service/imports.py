@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.api import ApiResponse, read_body
+from service.api import UNSTORABLE, ApiResponse, read_body, storable
 from service.catalog import code_values, create_code, ctx_of, principal
 from service.codes import REQUIRED_UTM
 from service.context import Context
@@ -67,6 +67,9 @@ def _values(header: list[str], cells: list[str]) -> dict[str, Any]:
     if len(cells) > len(header):
         raise invalid({"row": f"{len(cells)} cells but the header has {len(header)} columns"})
     raw = dict(zip(header, cells, strict=False))
+    unstorable = {c: UNSTORABLE for c in COLUMNS if c in raw and not storable(raw[c])}
+    if unstorable:
+        raise invalid(unstorable)
     data: dict[str, Any] = {c: raw[c].strip() for c in COLUMNS if c in raw}
     if not data.get("utm_term"):
         data.pop("utm_term", None)

@@ -31,6 +31,11 @@ READ = {name.encode(): name for name in (
 REDIRECTED = (VALID, "ERR_BOT", "ERR_DUP")
 
 
+def _storable(text: str) -> str:
+    # Postgres text holds no NUL: a header carrying one must not cost the click its row.
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def read_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """The headers the redirect reads, decoded once; a repeated header keeps its first value,
     but cookies from several Cookie headers are joined, as a browser would have sent them."""
@@ -80,7 +85,7 @@ async def redirect(ctx: Context, scope: Scope, receive: Receive, send: Send) -> 
     click = Click(
         new_click_id(at), at, code if record else _FOREIGN.sub("?", code[:64]), record.seller_id if record else None,
         record.product_id if record else None, reason, device_hash(device), truncate_ip(ip),
-        user_agent[:MAX_TEXT], headers.get("referer", "")[:MAX_TEXT],
+        _storable(user_agent[:MAX_TEXT]), _storable(headers.get("referer", "")[:MAX_TEXT]),
     )
     try:
         first = await ctx.click_log.log(click, dedup=reason == VALID)

@@ -305,3 +305,44 @@ async def test_cookie_in_a_second_cookie_header_is_the_device(client: httpx.Asyn
     r = await client.get(f"/e/{c['code']}", headers=[*BUYER.items(), ("cookie", "theme=dark"),
                                                       ("cookie", f"mc_did={device}")])
     assert r.headers["set-cookie"].startswith(f"mc_did={device};")
+
+
+HOSTILE_PATHS = ["%00", "A\x00B", "x" * 5000, "%E2%82%AC%FF%FE", "\udcff", "..%2F..%2Fetc", "%0d%0aSet-Cookie:x=1"]
+
+
+@pytest.mark.parametrize("code_text", HOSTILE_PATHS)
+async def test_hostile_buyer_requests_are_answered_and_logged(app: Starlette, code: Maker, code_text: str) -> None:
+    """Raw ASGI, as a lenient HTTP server could hand them over: NUL and non-UTF-8 bytes in the
+    code, headers and cookie. Every one is answered from the SPEC's table and stored once."""
+    c = await code()
+    refused_sql = "SELECT count(*) FROM clicks WHERE reason = 'ERR_400' AND ip = '198.51.100.0'"
+    await drain(app)
+    async with app.state.ctx.pool.acquire() as conn:
+        refused_before = await conn.fetchval(refused_sql)
+    answers = []
+    for path in (f"/e/{code_text}", f"/e/{c['code']}"):
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "method": "GET", "path": path, "raw_path": path.encode("utf-8", "surrogateescape"),
+            "query_string": b"", "client": ("198.51.100.77", 5), "headers": [
+                (b"user-agent", CHROME.encode() + b"\x00\xff" + b"u" * 600), (b"referer", b"https://r.example/\x00"),
+                (b"cookie", b"mc_did=\x00bad; mc_did=\xff"), (b"accept-language", b"\x00"),
+                (b"x-forwarded-for", b"\x00, 1.2.3.4"), (b"accept", b"\xff\x00"),
+            ],
+        }
+        await app(scope, receive, send)
+        answers.append(sent[0]["status"])
+    assert answers == [400, 302]
+    rows = await clicks_of(app, c["code"])
+    assert [r["reason"] for r in rows] == [None]
+    assert rows[0]["user_agent"].startswith(CHROME + "\ufffd\xff") and len(rows[0]["user_agent"]) == 512
+    assert rows[0]["referer"] == "https://r.example/\ufffd"
+    async with app.state.ctx.pool.acquire() as conn:
+        assert await conn.fetchval(refused_sql) == refused_before + 1
