@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -21,6 +22,14 @@ from tests.faults import Proxy
 RUN = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
 PG_ROOT = os.environ.get("MCODE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("MCODE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+_REDIS = urlsplit(REDIS_URL)
+REDIS_HOST, REDIS_PORT, REDIS_DB = _REDIS.hostname or "127.0.0.1", _REDIS.port or 6379, _REDIS.path.strip("/") or "0"
+
+
+def redis_url_via(port: int) -> str:
+    """The test Redis (its credentials and database) reached through a local proxy on `port`."""
+    userinfo = _REDIS.netloc.rpartition("@")[0]
+    return urlunsplit(_REDIS._replace(netloc=f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"))
 DATABASE_URL = f"{PG_ROOT}/mcode_test_{RUN}"
 
 ADMIN = "test-admin-token-0123456789"
@@ -137,8 +146,8 @@ def code(client: httpx.AsyncClient, seller: Maker, product: Maker) -> Maker:
 @contextlib.asynccontextmanager
 async def app_behind_redis_proxy(**overrides: Any) -> AsyncIterator[tuple[Any, Proxy]]:
     """An application whose Redis is reached through a proxy the test can cut."""
-    proxy = await Proxy(6379).start()
-    application = create_app(make_settings(redis_url=f"redis://127.0.0.1:{proxy.port}/15", **overrides))
+    proxy = await Proxy(REDIS_PORT, REDIS_HOST).start()
+    application = create_app(make_settings(redis_url=redis_url_via(proxy.port), **overrides))
     try:
         async with LifespanManager(application):
             yield application, proxy

@@ -46,6 +46,7 @@ async def test_postgres_down_redirects_continue_from_memory_or_redis(app: object
         assert (await records.get(seen["code"]))[0] is not None  # this worker has seen it
         other = Records(ctx.pool, ctx.redis, settings.redis_prefix, 0, HostPolicy(settings.allowed_hosts))
         assert (await other.get(fresh["code"]))[0] is not None  # another worker left a copy in Redis
+        await asyncio.gather(*other.copying)  # the copy is written in the background
         await proxy.cut()
         record, allowed = await records.get(seen["code"])
         assert record is not None and record.code == seen["code"] and allowed

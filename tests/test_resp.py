@@ -14,7 +14,7 @@ import uvloop
 from redis.exceptions import ResponseError
 
 from service.store import resp
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_DB, REDIS_HOST, REDIS_PORT, REDIS_URL, redis_url_via
 from tests.faults import Proxy
 
 
@@ -91,8 +91,8 @@ async def test_concurrent_calls_share_one_connection_and_get_their_own_replies()
 
 
 async def test_a_lost_connection_fails_its_calls_and_the_next_call_connects_again() -> None:
-    proxy = await Proxy(6379).start()
-    conn = resp.Connection(f"redis://127.0.0.1:{proxy.port}/15")
+    proxy = await Proxy(REDIS_PORT, REDIS_HOST).start()
+    conn = resp.Connection(redis_url_via(proxy.port))
     try:
         assert await conn.call("PING") == b"PONG"
         blocked = asyncio.ensure_future(conn.call("BLPOP", key(), 5))  # in flight when Redis goes
@@ -143,7 +143,7 @@ async def test_unix_socket_urls(tmp_path: Path) -> None:
     path = str(tmp_path / "redis.sock")
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        up_reader, up_writer = await asyncio.open_connection(REDIS_HOST, REDIS_PORT)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             while data := await src.read(65536):
@@ -153,7 +153,7 @@ async def test_unix_socket_urls(tmp_path: Path) -> None:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
 
     server = await asyncio.start_unix_server(forward, path)
-    conn = resp.Connection(f"unix://{path}?db=15")
+    conn = resp.Connection(f"unix://{path}?db={REDIS_DB}")
     plain = aioredis.Redis.from_url(REDIS_URL)
     k = key()
     try:
