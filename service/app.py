@@ -23,7 +23,14 @@ from service.clicks import ClickLog
 from service.codes import Signer
 from service.context import Context
 from service.devices import Devices
-from service.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
+from service.errors import (
+    UNAVAILABLE,
+    ApiError,
+    handle_api_error,
+    handle_http_exception,
+    handle_unavailable,
+    handle_unexpected,
+)
 from service.pages import BuyerPages
 from service.records import Records
 from service.settings import Settings
@@ -120,6 +127,7 @@ def create_app(settings: Settings | None = None) -> HotPath:
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,
+            **dict.fromkeys(UNAVAILABLE, handle_unavailable),
             Exception: handle_unexpected,
         },
     ))

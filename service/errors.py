@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+import asyncpg
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from service import metrics
 
 log = logging.getLogger("mcode")
 
@@ -62,7 +67,7 @@ def json_error(err: ApiError, headers: dict[str, str] | None = None) -> JSONResp
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return json_error(exc)
+    return json_error(exc, headers={"retry-after": str(RETRY_AFTER_S)} if exc.code == "ERR_503" else None)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -73,6 +78,39 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     code = f"ERR_{exc.status_code}" if f"ERR_{exc.status_code}" in STATUS else "ERR_400"
     message = "not found" if exc.status_code == 404 else str(exc.detail)
     return json_error(ApiError(code, message))
+
+
+# Failures that say a dependency is down or stalled, not that the request or our code is wrong:
+# the client is told to retry (503, Retry-After), and the log gets a line, not a traceback.
+UNAVAILABLE = (ConnectionError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+               asyncpg.OperatorInterventionError, asyncpg.TooManyConnectionsError, RedisError)
+RETRY_AFTER_S = 5
+# At most one log line per dependency this often while it stays down, with the count since the last.
+LOG_EVERY_S = 10.0
+
+
+class Outages:
+    def __init__(self) -> None:
+        self.logged_at: dict[str, float] = {}
+        self.unlogged: dict[str, int] = {}
+
+    def note(self, dependency: str, exc: BaseException, now: float) -> None:
+        metrics.DEPENDENCY_ERRORS.labels(dependency).inc()
+        self.unlogged[dependency] = self.unlogged.get(dependency, 0) + 1
+        if now - self.logged_at.get(dependency, -LOG_EVERY_S) >= LOG_EVERY_S:
+            log.warning("%s unavailable (%s: %s): %d request(s) answered 503 since the last such line",
+                        dependency, type(exc).__name__, exc, self.unlogged[dependency])
+            self.logged_at[dependency] = now
+            self.unlogged[dependency] = 0
+
+
+OUTAGES = Outages()
+
+
+async def handle_unavailable(request: Request, exc: Exception) -> Response:
+    OUTAGES.note("redis" if isinstance(exc, RedisError) else "postgres", exc, time.monotonic())
+    err = ApiError("ERR_503", "a service this request needs is unavailable; retry shortly")
+    return json_error(err, headers={"retry-after": str(RETRY_AFTER_S)})
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

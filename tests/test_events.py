@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from hypothesis import given
 from hypothesis import strategies as st
@@ -329,3 +330,36 @@ async def test_redis_down_orders_fall_back_to_postgres_or_ask_for_a_retry(
             r = await post(c, order(unstored))
             assert r.status_code == 503  # not a wrong ERR_NO_CLICK: the order system retries
     assert (await post(client, order(unstored))).json()["status"] == "attributed"
+
+
+async def test_postgres_down_answers_503_retry_after_and_logs_a_line_not_tracebacks(
+    client: httpx.AsyncClient, code: Maker, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.conftest import DATABASE_URL
+    from tests.faults import Proxy
+
+    _, click_id = await a_click(client, code)
+    proxy = await Proxy(5432).start()
+    app = create_app(make_settings(database_url=DATABASE_URL.replace(":5432/", f":{proxy.port}/")))
+    try:
+        async with LifespanManager(app):
+            transport = httpx.ASGITransport(app=app, client=("198.51.100.21", 1))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as via_proxy:
+                await proxy.cut()
+                events = [order(click_id) for _ in range(5)]
+                with caplog.at_level("WARNING", logger="mcode"):
+                    answers = [await post(via_proxy, e) for e in events]
+                for r in answers:
+                    assert r.status_code == 503, r.text
+                    assert r.headers["retry-after"] == "5" and r.json()["error"]["code"] == "ERR_503"
+                lines = [rec for rec in caplog.records if rec.name == "mcode"]
+                assert len(lines) == 1 and "postgres unavailable" in lines[0].getMessage()
+                assert not any(rec.exc_info for rec in caplog.records)
+                await proxy.restore()
+                # the order system retries: each event judged as if it had arrived the first time
+                for event in events:
+                    r = await post(via_proxy, event)
+                    assert (r.status_code, r.json()["status"]) == (201, "attributed")
+                assert (await post(via_proxy, events[0])).status_code == 200  # and a replay is a replay
+    finally:
+        await proxy.close()

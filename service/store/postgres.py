@@ -73,5 +73,8 @@ async def migrate(url: str) -> list[str]:
     return applied_now
 
 
-async def create_pool(url: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(url: str, min_size: int = 0, max_size: int = 10) -> asyncpg.Pool:
+    # No connection floor by default: asyncpg keeps a floor by reconnecting in the background and
+    # logs a traceback for every failed try, so an outage would fill the log. Idle connections
+    # are still kept for reuse.
     return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=30)
