@@ -21,6 +21,13 @@ from service.store import clicks as click_sql
 from service.store import redis as keys
 
 CLICK_ID_RE = re.compile(r"[0-9a-f]{28}")
+# A click this young that is neither in Redis nor in Postgres may still be on its way (in a
+# host's spool, or in a stream a writer has not reached): "no such click" would be final and
+# could be wrong, so the order system is told to retry. Older than this, a click that was
+# answered is in Postgres (reports promise 5 s), so its absence is the answer.
+IN_FLIGHT = timedelta(minutes=5)
+# Click ids are stamped by our own clocks; a little ahead of this process's is still ours.
+AHEAD = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class Clicks:
             if redis_failed:
                 # The click may be answered but not yet in Postgres: saying "no click" could be wrong.
                 raise ApiError("ERR_503", "clicks cannot be looked up right now; retry this event")
+            if -AHEAD <= datetime.now(UTC) - at <= IN_FLIGHT:
+                raise ApiError("ERR_503", "this click may still be on its way to the log; retry this event")
             return None
         return ClickFacts(click_id, row["clicked_at"], row["reason"] or VALID, row["original_click_id"],
                           row["code"], row["seller_id"])

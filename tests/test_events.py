@@ -363,3 +363,25 @@ async def test_postgres_down_answers_503_retry_after_and_logs_a_line_not_traceba
                 assert (await post(via_proxy, events[0])).status_code == 200  # and a replay is a replay
     finally:
         await proxy.close()
+
+
+async def test_an_order_on_a_click_still_in_flight_is_retried_not_judged(
+    app: Starlette, client: httpx.AsyncClient, code: Maker
+) -> None:
+    """Redis forgot the click (a restart lost its last second) before a writer stored it: the
+    order is told to retry, and once the click lands it is attributed, never ERR_NO_CLICK."""
+    c, click_id = await a_click(client, code)
+    ctx = app.state.ctx
+    await ctx.click_log.drain()
+    await ctx.redis.delete(keys.attribution_key(ctx.settings.redis_prefix, click_id))
+    event = order(click_id)
+    r = await post(client, event)
+    assert (r.status_code, r.json()["error"]["code"], r.headers["retry-after"]) == (503, "ERR_503", "5")
+    await drain(app)
+    r = await post(client, event)
+    assert (r.status_code, r.json()["status"], r.json()["code"]) == (201, "attributed", c["code"])
+    # an id no click of ours has carried for longer than a click takes to land is final at once
+    stale = new_click_id(now_ms() - 6 * 60_000)
+    assert (await post(client, order(stale))).json()["reason"] == "ERR_NO_CLICK"
+    future = new_click_id(now_ms() + 60_000)
+    assert (await post(client, order(future))).json()["reason"] == "ERR_NO_CLICK"
