@@ -32,7 +32,9 @@ VALID = ""  # the reason of a valid click, as carried in streams and attribution
 # Attribution records outlive the window a little, so an order posted just at its end still
 # finds the click in Redis; later deliveries fall back to Postgres.
 ATTRIBUTION_SLACK_S = 600
-REDIS_TIMEOUT_S = 1.0
+# The longest a buyer waits on a stalled Redis before the click goes to the local spool instead
+# (a script over a full batch runs in ~1-2 ms; the rest is margin for a busy event loop).
+REDIS_TIMEOUT_S = 0.2
 # After a failed call, clicks go straight to the spool, and Redis is probed (PING) this often
 # until it answers: buyers' clicks never wait on a Redis that is known to be down or hung.
 REDIS_RETRY_S = 1.0
