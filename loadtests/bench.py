@@ -1,6 +1,13 @@
 """The redirect benchmark: the service and bare Starlette, alternated in one run, driven by wrk.
 
     scripts/dev.sh bench [--duration 10] [--rounds 2] [--connections 64] [--writer-clicks 200000]
+                         [--shape first|returning] [--redis-conf deploy/redis.conf [--appendfsync always]]
+
+--shape first (the default) sends every request as a first-time buyer: no cookie, an address of
+its own in X-Forwarded-For (the load generator is a trusted proxy), a desktop Chrome; returning
+sends a distinct mc_did cookie per request with a mix of browser UAs (the shape before 2026-11-27).
+--redis-conf starts a Redis of the benchmark's own with that file (under .local/bench-redis), so
+persistence settings are measured as deployed; otherwise the machine's Redis (DB 14) is used.
 
 Prints, per round and overall: req/s, p50 and p99 for both, the ratio service/bare, clicks
 answered vs clicks in Postgres (lost must be 0), the click-to-Postgres lag, and a separate
@@ -32,7 +39,8 @@ ROOT = HERE.parent
 PG_ROOT = os.environ.get("MCODE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 DB = "mcode_bench"
 DATABASE_URL = f"{PG_ROOT}/{DB}"
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = "redis://127.0.0.1:6379/14"  # replaced by the benchmark's own Redis with --redis-conf
+TRUSTED = "127.0.0.1/32"  # the load generator, as a proxy in front of the service would be
 PREFIX = "bench:"
 ADMIN = "bench-admin-token-0123456789"
 UVICORN_FLAGS = ["--workers", "2", "--host", "127.0.0.1", "--no-access-log", "--no-proxy-headers",
@@ -58,7 +66,7 @@ def env() -> dict[str, str]:
     return os.environ | {
         "MCODE_ENV": "dev", "MCODE_DATABASE_URL": DATABASE_URL, "MCODE_REDIS_URL": REDIS_URL,
         "MCODE_REDIS_PREFIX": PREFIX, "MCODE_ADMIN_TOKENS": ADMIN, "MCODE_COOKIE_SECURE": "0",
-        "MCODE_SPOOL_DIR": "/tmp/mcode-bench-spool", "PYTHONPATH": str(ROOT),
+        "MCODE_SPOOL_DIR": "/tmp/mcode-bench-spool", "PYTHONPATH": str(ROOT), "MCODE_TRUSTED_PROXIES": TRUSTED,
     }
 
 
@@ -86,9 +94,12 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
-def wrk(url: str, seconds: int, connections: int, run_id: str) -> WrkResult:
+SCRIPTS = {"first": "first_visit.lua", "returning": "clicks.lua"}
+
+
+def wrk(url: str, seconds: int, connections: int, run_id: str, shape: str = "first") -> WrkResult:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(HERE / "clicks.lua"), url,
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(HERE / SCRIPTS[shape]), url,
          "--", run_id],
         capture_output=True, text=True, check=True,
     ).stdout
@@ -191,13 +202,41 @@ async def writer_bench(n: int) -> float:
     return total / elapsed
 
 
+def own_redis(conf: str, appendfsync: str | None) -> tuple[subprocess.Popen[bytes], str]:
+    """A Redis started from `conf` on a free port, with a fresh data folder under .local/."""
+    folder = ROOT / ".local" / "bench-redis"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    port = free_port()
+    extra = ["--appendfsync", appendfsync] if appendfsync else []
+    proc = subprocess.Popen(["redis-server", str(Path(conf).resolve()), "--port", str(port), "--bind", "127.0.0.1",
+                             "--dir", str(folder), "--daemonize", "no", "--logfile", str(folder / "redis.log"),
+                             *extra])
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"redis-server {conf} did not come up; see {folder / 'redis.log'}")
+
+
 async def main() -> None:
+    global REDIS_URL
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--writer-clicks", type=int, default=200_000)
+    parser.add_argument("--shape", choices=sorted(SCRIPTS), default="first")
+    parser.add_argument("--redis-conf")
+    parser.add_argument("--appendfsync", choices=["always", "everysec", "no"])
     args = parser.parse_args()
+    redis_proc = None
+    if args.redis_conf:
+        redis_proc, REDIS_URL = own_redis(args.redis_conf, args.appendfsync)
+        print(f"redis: {args.redis_conf} (appendfsync {args.appendfsync or 'as the file says'}) at {REDIS_URL}")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk (Debian/Ubuntu) or brew install wrk")
 
@@ -209,12 +248,14 @@ async def main() -> None:
         await wait_ready(f"http://127.0.0.1:{bare_port}/e/x")
         await wait_ready(f"http://127.0.0.1:{service_port}/healthz")
         code = await make_code(f"http://127.0.0.1:{service_port}")
-        print(f"code {code}; {args.connections} connections, {args.duration}s per run, 2 uvicorn workers each\n")
+        print(f"code {code}; {args.connections} connections, {args.duration}s per run, 2 uvicorn workers each, "
+              f"{args.shape} visits\n")
         print(f"{'round':<6}{'app':<9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'ratio':>8}")
         bare_runs, service_runs = [], []
         for rnd in range(1, args.rounds + 1):
-            b = wrk(f"http://127.0.0.1:{bare_port}/e/{code}", args.duration, args.connections, f"b{rnd}")
-            s = wrk(f"http://127.0.0.1:{service_port}/e/{code}", args.duration, args.connections, f"s{rnd}")
+            b = wrk(f"http://127.0.0.1:{bare_port}/e/{code}", args.duration, args.connections, f"{2 * rnd}", args.shape)
+            s = wrk(f"http://127.0.0.1:{service_port}/e/{code}", args.duration, args.connections, f"{2 * rnd + 1}",
+                    args.shape)
             bare_runs.append(b)
             service_runs.append(s)
             print(f"{rnd:<6}{'bare':<9}{b.rps:>10.0f}{b.p50_ms:>9.2f}{b.p99_ms:>9.2f}{b.errors:>8}")
@@ -234,8 +275,13 @@ async def main() -> None:
             proc.send_signal(signal.SIGTERM)
         for proc in (bare, service):
             proc.wait(timeout=30)
-    rate = await writer_bench(args.writer_clicks)
-    print(f"writer: {rate:,.0f} clicks/s ({args.writer_clicks} clicks, one writer)")
+    try:
+        rate = await writer_bench(args.writer_clicks)
+        print(f"writer: {rate:,.0f} clicks/s ({args.writer_clicks} clicks, one writer)")
+    finally:
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

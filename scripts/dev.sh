@@ -95,6 +95,33 @@ ensure_services() {
   case "${MCODE_REDIS_URL:-127.0.0.1}" in *127.0.0.1*|*localhost*) ensure_redis ;; esac
 }
 
+# The browser tests (tests/test_browser.py) drive the system's Chromium through Playwright: a
+# browser download of Playwright's own cannot be had everywhere. As root on Debian, what is missing
+# is installed (and a Japanese font, so the error pages' screenshots show text, not boxes);
+# anywhere else those tests are skipped, and this says so once.
+ensure_browser() {
+  local want=() why
+  if [ -z "${MCODE_CHROMIUM:-}" ] && [ ! -x /usr/lib/chromium/chromium ] && ! command -v chromium >/dev/null 2>&1; then
+    want+=(chromium fonts-ipafont-gothic)
+  fi
+  if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 &&
+     grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then
+    say "installing ${want[*]} for the browser tests"
+    mkdir -p "$LOCAL"
+    # a machine whose package lists were never fetched knows no chromium: fetch them, once, then
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}" >"$LOCAL/apt.log" 2>&1; then
+      apt-get update -qq >>"$LOCAL/apt.log" 2>&1 || true
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}" >>"$LOCAL/apt.log" 2>&1 ||
+        say "apt-get could not install ${want[*]} (see $LOCAL/apt.log)"
+    fi
+  fi
+  why=$("$VENV/bin/python" -c 'from tests.browser import unavailable; print(unavailable() or "")' 2>/dev/null) ||
+    why="tests/browser.py does not import (pytest will say why)"
+  if [ -n "$why" ]; then
+    say "BROWSER TESTS SKIPPED: $why"
+  fi
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -109,6 +136,7 @@ case "$cmd" in
   test)
     ensure_venv
     ensure_services
+    ensure_browser
     "$VENV/bin/ruff" check service tests loadtests
     "$VENV/bin/mypy"
     exec "$VENV/bin/pytest" -q "$@"
