@@ -158,6 +158,8 @@ class ClickLog:
         self.script = resp.Script(keys.LOG_SCRIPT)
         self.shard = 0
         self.redis_down = False
+        self.down_since = 0.0
+        self.spooled = 0  # clicks spooled since Redis was last seen answering
         self.probe: asyncio.Task[None] | None = None
         self.pending: list[tuple[Click, bool, asyncio.Future[str]]] = []
         self.pumps: set[asyncio.Task[None]] = set()
@@ -226,6 +228,8 @@ class ClickLog:
         return args
 
     def _mark_down(self) -> None:
+        if not self.redis_down:
+            self.down_since = time.monotonic()
         self.redis_down = True
         if self.probe is None or self.probe.done():
             self.probe = asyncio.get_running_loop().create_task(self._probe())
@@ -238,8 +242,10 @@ class ClickLog:
                     await self.redis.call("PING")
             except (RedisError, OSError, TimeoutError):
                 continue
-            log.info("redis answers again: clicks go back to it")
+            log.warning("redis answers again after %.1f s: clicks go back to it; %d were spooled meanwhile",
+                        time.monotonic() - self.down_since, self.spooled)
             self.redis_down = False
+            self.spooled = 0
             return
 
     async def _spool(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> None:
@@ -253,6 +259,7 @@ class ClickLog:
                 if not future.done():
                     future.set_exception(exc)
             return
+        self.spooled += len(batch)
         for _, _, future in batch:
             if not future.done():
                 future.set_result(VALID)
