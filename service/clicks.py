@@ -15,8 +15,10 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -42,6 +44,8 @@ REDIS_RETRY_S = 1.0
 # and does not hold Redis (single-threaded) for long.
 MAX_BATCH = 256
 MAX_INFLIGHT = 4
+# No buyer waits on a replay: it may take longer than a redirect's call.
+REPLAY_TIMEOUT_S = 5.0
 
 
 class _RandomHex:
@@ -140,6 +144,18 @@ class Click:
         )
 
 
+def spooled_clicks(path: Path) -> list[tuple[Click, bool]]:
+    """The clicks of a spool file with their dedup flags, oldest first: pumps spool concurrently,
+    so a file is not in time order, and each flag must stay with its own click."""
+    clicks = []
+    for payload, dedup in Spool.read(path):
+        try:
+            clicks.append((Click.from_payload(payload), dedup))
+        except (ValueError, TypeError):
+            log.error("spool %s: a line that is not a click, left out: %.80r", path, payload)
+    return sorted(clicks, key=lambda pair: pair[0].at_ms)
+
+
 class ClickLog:
     """Logs the clicks of an event-loop tick with one script call; at most MAX_INFLIGHT calls
     at once. Clicks that arrive while all are in flight wait for the next free one (group
@@ -161,6 +177,7 @@ class ClickLog:
         self.down_since = 0.0
         self.spooled = 0  # clicks spooled since Redis was last seen answering
         self.probe: asyncio.Task[None] | None = None
+        self.replaying: asyncio.Task[int] | None = None
         self.pending: list[tuple[Click, bool, asyncio.Future[str]]] = []
         self.pumps: set[asyncio.Task[None]] = set()
 
@@ -209,7 +226,7 @@ class ClickLog:
                 first = firsts.get(line, VALID)
                 future.set_result(first.decode() if isinstance(first, bytes) else first)
 
-    def _arguments(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> list[resp.Arg]:
+    def _arguments(self, batch: Sequence[tuple[Click, bool, object]]) -> list[resp.Arg]:
         """LOG_SCRIPT's ARGV for a batch."""
         runs: list[resp.Arg] = []
         bucket = -1
@@ -246,6 +263,7 @@ class ClickLog:
                         time.monotonic() - self.down_since, self.spooled)
             self.redis_down = False
             self.spooled = 0
+            self.replay_soon()
             return
 
     async def _spool(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> None:
@@ -264,12 +282,51 @@ class ClickLog:
             if not future.done():
                 future.set_result(VALID)
 
+    def replay_soon(self) -> None:
+        """Put the host's spooled clicks back into Redis, in the background."""
+        if self.replaying is None or self.replaying.done():
+            self.replaying = asyncio.get_running_loop().create_task(self.replay())
+
+    async def replay(self) -> int:
+        """Spooled clicks back into Redis through the log script, oldest first with their dedup
+        flags, so they reach Postgres by the usual path whatever runs the writers; returns how
+        many. A file is deleted only once all of it is in Redis; if Redis fails again, the rest
+        waits for the next time it answers (a click sent twice is stored once)."""
+        moved = 0
+        paths = await asyncio.to_thread(lambda: list(self.spool.claim()))
+        for number, path in enumerate(paths):
+            try:
+                clicks = await asyncio.to_thread(spooled_clicks, path)
+                for start in range(0, len(clicks), MAX_BATCH):
+                    batch = [(c, dedup, None) for c, dedup in clicks[start:start + MAX_BATCH]]
+                    self.shard = (self.shard + 1) % keys.STREAM_SHARDS
+                    async with asyncio.timeout(REPLAY_TIMEOUT_S):
+                        await self.redis.evalsha(self.script, *self._arguments(batch))
+            except (RedisError, OSError, TimeoutError) as exc:
+                for left in paths[number:]:
+                    self.spool.release(left)
+                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+                log.warning("spool replay into redis stopped after %d clicks: %s: %s", moved, type(exc).__name__, exc)
+                self._mark_down()
+                return moved
+            except BaseException:
+                for left in paths[number:]:
+                    self.spool.release(left)
+                raise
+            await asyncio.to_thread(self.spool.done, path)
+            moved += len(clicks)
+        if moved:
+            log.warning("spool replay: %d clicks put back into redis", moved)
+        return moved
+
     async def drain(self) -> None:
         """Wait for every click already handed over (graceful shutdown)."""
         while self.pumps:
             await asyncio.gather(*self.pumps, return_exceptions=True)
         if self.probe is not None:
             self.probe.cancel()
+        if self.replaying is not None:
+            await asyncio.gather(self.replaying, return_exceptions=True)
 
 
 def now_ms() -> int:

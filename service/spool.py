@@ -1,8 +1,9 @@
 """The local spool: where a process keeps answered clicks while Redis cannot take them.
 
-Each process appends to a file of its own and fsyncs before the buyer gets the answer. A
-replayer moves finished files into Postgres. Files of a process that died are taken over by
-any live process on the host (an atomic rename claims them), so nothing waits for a restart.
+Each process appends to a file of its own and fsyncs before the buyer gets the answer. As soon
+as Redis answers again the process puts its files back into Redis (the click log), and a writer
+on the host moves any it finds into Postgres. Files of a process that died are taken over by any
+live process on the host (an atomic rename claims them), so nothing waits for a restart.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class Spool:
         self.active = self.dir / f"{_ACTIVE}-{self.pid}.jsonl"
         self.lock = threading.Lock()
         self.sequence = 0
+        # Files this process is replaying now: its click log and its writer must not both take one.
+        self.busy: set[Path] = set()
 
     def append(self, entries: Sequence[tuple[str, bool]]) -> None:
         """Write (click payload, was a dedup candidate) lines and fsync them."""
@@ -58,7 +61,27 @@ class Spool:
                 self.active.rename(self.dir / f"{_READY}-{self.pid}-{self.sequence}.jsonl")
 
     def claim(self) -> Iterator[Path]:
-        """Files this process may now replay: ready ones, and any left by dead processes."""
+        """Files this process may now replay: ready ones, and any left by dead processes. Each is
+        busy until done() or release() says what became of it."""
+        for path in self._claim():
+            with self.lock:
+                if path in self.busy:
+                    continue
+                self.busy.add(path)
+            yield path
+
+    def done(self, path: Path) -> None:
+        """Every click in `path` is safe elsewhere."""
+        path.unlink(missing_ok=True)
+        with self.lock:
+            self.busy.discard(path)
+
+    def release(self, path: Path) -> None:
+        """`path` could not be replayed now; it stays claimed by this process for the next try."""
+        with self.lock:
+            self.busy.discard(path)
+
+    def _claim(self) -> Iterator[Path]:
         self.rotate()
         for path in sorted(self.dir.glob("*.jsonl")):
             kind, _, rest = path.stem.partition("-")

@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from service import metrics
-from service.clicks import ROW_COLUMNS, VALID, Click
+from service.clicks import ROW_COLUMNS, VALID, Click, spooled_clicks
 from service.spool import Spool
 from service.store import clicks as sql
 from service.store import redis as keys
@@ -253,21 +253,25 @@ class Writer:
         """Clicks spooled while Redis was down: judged for repeats against Postgres, then written."""
         if self.spool is None:
             return 0
-        written = 0
-        for path in await asyncio.to_thread(lambda: list(self.spool.claim()) if self.spool else []):
-            entries = await asyncio.to_thread(Spool.read, path)  # a web worker's loop must not wait on the disk
-            # Oldest first, each with its own flag: pumps spool concurrently, so a file is not in time order.
-            clicks = sorted(((Click.from_payload(p), dedup) for p, dedup in entries), key=lambda pair: pair[0].at_ms)
-            async with postgres(self.pool) as conn:
-                firsts: dict[tuple[str, str], Click] = {}
-                for click, dedup in clicks:
-                    if dedup and click.reason == VALID:
-                        await self._judge_repeat(conn, click, firsts)
-                if clicks:
-                    await sql.write_batch(conn, [c.record() for c, _ in clicks])
-            await asyncio.to_thread(path.unlink)
-            written += len(entries)
-            log.info("writer %s replayed %d spooled clicks from %s", self.name, len(entries), path.name)
+        spool, written = self.spool, 0
+        paths = await asyncio.to_thread(lambda: list(spool.claim()))
+        for number, path in enumerate(paths):
+            try:
+                clicks = await asyncio.to_thread(spooled_clicks, path)  # a web worker's loop must not wait on the disk
+                async with postgres(self.pool) as conn:
+                    firsts: dict[tuple[str, str], Click] = {}
+                    for click, dedup in clicks:
+                        if dedup and click.reason == VALID:
+                            await self._judge_repeat(conn, click, firsts)
+                    if clicks:
+                        await sql.write_batch(conn, [c.record() for c, _ in clicks])
+            except BaseException:
+                for left in paths[number:]:
+                    spool.release(left)
+                raise
+            await asyncio.to_thread(spool.done, path)
+            written += len(clicks)
+            log.info("writer %s replayed %d spooled clicks from %s", self.name, len(clicks), path.name)
         return written
 
     async def _judge_repeat(self, conn: asyncpg.Connection, click: Click, firsts: dict[tuple[str, str], Click]) -> None:

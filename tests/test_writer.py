@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
+from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
@@ -18,6 +19,7 @@ from service import metrics
 from service.app import new_writer
 from service.clicks import ROW_COLUMNS, Click, new_click_id, now_ms
 from service.devices import device_hash
+from service.spool import Spool
 from service.store import clicks as sql
 from service.store import postgres
 from service.store import redis as keys
@@ -31,6 +33,8 @@ from tests.conftest import (
     Maker,
     app_behind_redis_proxy,
     drain,
+    make_settings,
+    stored_click,
 )
 from tests.faults import Proxy
 from tests.test_metrics import free_port
@@ -322,7 +326,8 @@ async def test_entries_that_can_never_be_stored_are_set_aside_not_retried(app: S
     assert b"not a row" in rows and refused.row().encode() in rows and garbled in rows
 
 
-async def test_after_a_redis_outage_clicks_go_back_to_redis(code: Maker, tmp_path: Path) -> None:
+async def test_after_a_redis_outage_spooled_clicks_go_back_to_redis_from_the_process_itself(
+        code: Maker, tmp_path: Path) -> None:
     from service.clicks import REDIS_RETRY_S
 
     async with app_behind_redis_proxy(spool_dir=str(tmp_path)) as (app, proxy):
@@ -330,17 +335,49 @@ async def test_after_a_redis_outage_clicks_go_back_to_redis(code: Maker, tmp_pat
         ctx = app.state.ctx
         transport = httpx.ASGITransport(app=app, client=("198.51.100.40", 1))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as buyer:
-            await proxy.cut()
-            assert (await buyer.get(f"/e/{c['code']}", headers=BUYER)).status_code == 302
-            await proxy.restore()
-            await asyncio.sleep(REDIS_RETRY_S + 0.1)
             before = await keys.backlog(ctx.redis, ctx.settings.redis_prefix)
-            r = await buyer.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": "Mozilla/5.0 (X11) Firefox/125"})
-            assert r.status_code == 302
+            await proxy.cut()
+            first = await buyer.get(f"/e/{c['code']}", headers=BUYER)
+            assert first.status_code == 302
+            assert list(tmp_path.glob("*/*.jsonl"))
+            await proxy.restore()
+            # no writer runs here: the clicking process itself puts the click back into Redis
+            for _ in range(int(REDIS_RETRY_S * 10) + 50):
+                if not list(tmp_path.glob("*/*.jsonl")):
+                    break
+                await asyncio.sleep(0.1)
+            assert not list(tmp_path.glob("*/*.jsonl"))
             assert await keys.backlog(ctx.redis, ctx.settings.redis_prefix) == before + 1
-        writer = new_writer(ctx)
-        assert await writer.replay_spool() == 1
-        await writer.close()
+            # and Redis now knows it: the same device again is a repeat of the spooled click
+            again = await buyer.get(f"/e/{c['code']}", headers=BUYER)
+            assert click_id_of(again) == click_id_of(first)
+        await drain(app)
+        async with ctx.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT reason, original_click_id FROM clicks WHERE code = $1 ORDER BY clicked_at",
+                                    c["code"])
+    assert [tuple(r) for r in rows] == [(None, None), ("ERR_DUP", click_id_of(first))]
+
+
+async def test_a_restarted_process_puts_the_spool_it_left_back_into_redis(code: Maker, tmp_path: Path) -> None:
+    from service.app import create_app
+
+    c = await code()
+    settings = make_settings(spool_dir=str(tmp_path))
+    spool = Spool(settings.spool_dir, namespace=f"{settings.database_url}|{settings.redis_prefix}")
+    at = now_ms()
+    click = Click(new_click_id(at), at, c["code"], c["seller_id"], c["product_id"], "", device_hash("left"),
+                  "203.0.113.0", "Mozilla/5.0 (X11) Firefox/125", "")
+    spool.append([(click.payload(), True)])
+    (spool.dir / f"active-{spool.pid}.jsonl").rename(spool.dir / "active-999999999.jsonl")  # a process gone
+    app = create_app(settings)
+    async with LifespanManager(app):
+        for _ in range(50):
+            if not list(tmp_path.glob("*/*.jsonl")):
+                break
+            await asyncio.sleep(0.1)
+        assert not list(tmp_path.glob("*/*.jsonl"))
+        await drain(app)
+        assert (await stored_click(app, click.click_id) or {}).get("reason", "missing") is None
 
 
 def test_decode_marks_the_repeats_the_log_script_found() -> None:
@@ -403,3 +440,20 @@ def test_rollup_counts_read_back_escaped_and_null_fields() -> None:
                 row.replace(b"a\\\\b", b"Q\\x41"), row.replace(b"a\\\\b", b"ab\\")):
         assert odd != row
         assert sql.rollup_counts([odd], ROW_COLUMNS) is None
+
+
+async def test_a_click_logged_twice_is_not_a_repeat_of_itself(app: Starlette) -> None:
+    # A script call that timed out but ran, and the same click again from the spool: the dedup
+    # mark holds the click's own id, which makes it the first click, not a repeat.
+    ctx = app.state.ctx
+    at = now_ms()
+    code, device = "TWICE" + uuid.uuid4().hex[:8], device_hash(uuid.uuid4().hex)
+    click = Click(new_click_id(at), at, code, "s", "p", "", device, "203.0.113.0", "Mozilla/5.0 (X11)", "")
+    assert await ctx.click_log.log(click, dedup=True) == ""
+    assert await ctx.click_log.log(click, dedup=True) == ""
+    later = Click(new_click_id(at + 1), at + 1, code, "s", "p", "", device, "203.0.113.0", "Mozilla/5.0 (X11)", "")
+    assert await ctx.click_log.log(later, dedup=True) == click.click_id
+    await drain(app)
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT click_id, reason FROM clicks WHERE code = $1 ORDER BY clicked_at", code)
+    assert [tuple(r) for r in rows] == [(click.click_id, None), (later.click_id, "ERR_DUP")]
