@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PG_ROOT = os.environ.get("MCODE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
-DB = "mcode_bench"
+DB = os.environ.get("MCODE_BENCH_DB", "mcode_bench")
 DATABASE_URL = f"{PG_ROOT}/{DB}"
 REDIS_URL = "redis://127.0.0.1:6379/14"  # replaced by the benchmark's own Redis with --redis-conf
 TRUSTED = "127.0.0.1/32"  # the load generator, as a proxy in front of the service would be
@@ -176,13 +176,14 @@ async def writer_bench(n: int) -> float:
     from service.writer import Writer
 
     prefix = f"wbench{uuid.uuid4().hex[:6]}:"
+    await postgres.migrate(DATABASE_URL)
     redis = aioredis.Redis.from_url(REDIS_URL)
     pool = await postgres.create_pool(DATABASE_URL, max_size=2)
     log = ClickLog(resp.Connection(REDIS_URL), prefix, 3600, 1800, Spool("/tmp/mcode-bench-spool"))
     at = now_ms()
     futures = []
     for i in range(n):
-        click = Click(new_click_id(at), at, "WRITERBENCH", "bench", "bench-p", "", device_hash(str(i)),
+        click = Click(new_click_id(at), at, "WRITERBENCH", "bench", "bench-p", "", device_hash(f"{prefix}{i}"),
                       "203.0.113.0", "Mozilla/5.0 bench", "https://instagram.com/")
         futures.append(log.log(click, dedup=False))
     await asyncio.gather(*futures)
@@ -232,7 +233,13 @@ async def main() -> None:
     parser.add_argument("--shape", choices=sorted(SCRIPTS), default="first")
     parser.add_argument("--redis-conf")
     parser.add_argument("--appendfsync", choices=["always", "everysec", "no"])
+    parser.add_argument("--writer-only", action="store_true", help="only the writer benchmark")
     args = parser.parse_args()
+    if args.writer_only:
+        for _ in range(args.rounds):
+            rate = await writer_bench(args.writer_clicks)
+            print(f"writer: {rate:,.0f} clicks/s ({args.writer_clicks} clicks, one writer)", flush=True)
+        return
     redis_proc = None
     if args.redis_conf:
         redis_proc, REDIS_URL = own_redis(args.redis_conf, args.appendfsync)

@@ -1,7 +1,8 @@
 """Which click an order or cart belongs to, and whether it counts.
 
-The click is looked up in Redis first (its attribution record is written in the same round
-trip as the redirect, so an order posted the instant after is judged right), then Postgres.
+The click is looked up in Postgres, the last word on which click is a repeat, then in Redis
+(its attribution record is written in the same round trip as the redirect, so an order posted
+the instant after is judged right).
 """
 
 from __future__ import annotations
@@ -61,37 +62,36 @@ class Clicks:
         self.skew = timedelta(seconds=skew_s)
 
     async def find(self, conn: asyncpg.Connection, click_id: str) -> ClickFacts | None:
+        """Postgres first, as the last word on repeats (the writer judges them again there); a
+        click not written yet is found in Redis, so an order right after its click is judged."""
         if not CLICK_ID_RE.fullmatch(click_id):
             return None
-        redis_failed = False
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for both
-                pipe.hget(keys.attribution_key(self.prefix, click_id), click_id)
-                pipe.hget(keys.legacy_attribution_key(self.prefix, click_id), click_id)
-                current, legacy = await pipe.execute()
-            value = current if current is not None else legacy
-        except (RedisError, OSError):
-            metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-            value, redis_failed = None, True
-        if value is not None:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            at_ms, reason, first, code, seller = text.split("|", 4)
-            return ClickFacts(click_id, datetime.fromtimestamp(int(at_ms) / 1000, UTC), reason, first or None,
-                              code, seller or None)
         try:
             at = click_time(click_id)
         except (ValueError, OverflowError):  # well formed, but no time we could have made
             return None
         row = await click_sql.find_click(conn, click_id, at)
-        if row is None:
-            if redis_failed:
-                # The click may be answered but not yet in Postgres: saying "no click" could be wrong.
-                raise ApiError("ERR_503", "clicks cannot be looked up right now; retry this event")
-            if -AHEAD <= datetime.now(UTC) - at <= IN_FLIGHT:
-                raise ApiError("ERR_503", "this click may still be on its way to the log; retry this event")
-            return None
-        return ClickFacts(click_id, row["clicked_at"], row["reason"] or VALID, row["original_click_id"],
-                          row["code"], row["seller_id"])
+        if row is not None:
+            return ClickFacts(click_id, row["clicked_at"], row["reason"] or VALID, row["original_click_id"],
+                              row["code"], row["seller_id"])
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for both
+                pipe.hget(keys.attribution_key(self.prefix, click_id), click_id)
+                pipe.hget(keys.legacy_attribution_key(self.prefix, click_id), click_id)
+                current, legacy = await pipe.execute()
+        except (RedisError, OSError):
+            metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+            # The click may be answered but not yet in Postgres: saying "no click" could be wrong.
+            raise ApiError("ERR_503", "clicks cannot be looked up right now; retry this event") from None
+        value = current if current is not None else legacy
+        if value is not None:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            at_ms, reason, first, code, seller = text.split("|", 4)
+            return ClickFacts(click_id, datetime.fromtimestamp(int(at_ms) / 1000, UTC), reason, first or None,
+                              code, seller or None)
+        if -AHEAD <= datetime.now(UTC) - at <= IN_FLIGHT:
+            raise ApiError("ERR_503", "this click may still be on its way to the log; retry this event")
+        return None
 
     async def judge(self, conn: asyncpg.Connection, click_id: str, occurred_at: datetime) -> Verdict:
         facts = await self.find(conn, click_id)

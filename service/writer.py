@@ -3,7 +3,8 @@ outage of Redis.
 
 Every writer joins one consumer group. A batch is COPYed and inserted idempotently by click id,
 and only acknowledged (and deleted from the stream) after the commit, so a writer killed at
-any point loses nothing: its entries stay pending and another writer claims them.
+any point loses nothing: its entries stay pending and another writer claims them. Each batch's
+repeats are judged again against Postgres first (service/dedup.py), one writer at a time.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from service import metrics
-from service.clicks import ROW_COLUMNS, VALID, Click, spooled_clicks
+from service import dedup, metrics
+from service.clicks import ROW_COLUMNS, spooled_clicks
 from service.spool import Spool
 from service.store import clicks as sql
 from service.store import redis as keys
@@ -73,6 +74,27 @@ async def postgres(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         raise PostgresUnavailable(repr(exc)) from exc
 
 
+_HEX = frozenset(b"0123456789abcdef")
+_CODE, _DEVICE = ROW_COLUMNS.index("code"), ROW_COLUMNS.index("device_hash")
+_NULL_REASON = b"\\N"
+
+
+def _candidate(row: bytes) -> tuple[dedup.Key, str] | None:
+    """(code, device) and click id of a row Redis called valid; None for any other row (a
+    refusal, a bot, a repeat, or a row not written the way Click.row() writes)."""
+    head = row.split(b"\t", _DEVICE + 1)
+    if len(head) <= _DEVICE + 1 or row.rsplit(b"\t", 2)[-2] != _NULL_REASON:
+        return None
+    click_id, code, device = head[0], head[_CODE], head[_DEVICE]
+    if len(click_id) != 28 or not _HEX.issuperset(click_id) or b"\\" in code or not code.isascii():
+        return None
+    return (code.decode(), device.decode("ascii", "replace")), click_id.decode()
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -115,7 +137,7 @@ class Writer:
         self.ack = redis.register_script(keys.ACK_SCRIPT)
         self.rejects = keys.rejects_key(prefix)
         self.spool = spool
-        self.dedup_window = timedelta(seconds=dedup_window_s)
+        self.window_ms = dedup_window_s * 1000
         self.name = name or consumer_name()
         self.stopping = asyncio.Event()
         # True while entries this writer read may be uncommitted (a commit failed): they are
@@ -200,17 +222,63 @@ class Writer:
     async def commit(self, stream: bytes | str, entries: Sequence[Entry]) -> int:
         """Store and acknowledge entries; returns the clicks they held that Postgres took."""
         rows = decode(entries)
-        bad: list[bytes] = []
-        async with postgres(self.pool) as conn:
-            try:
-                new = await sql.write_rows(conn, rows, ROW_COLUMNS)
-            except REJECTED:
-                new, bad = await self._one_by_one(conn, rows)
+        new, bad = await self.store(rows)
         if bad:
             await self._set_aside(bad)
         await self.ack(args=[self.prefix, stream, keys.WRITER_GROUP, *sizes(entries)])
         metrics.CLICKS_WRITTEN.inc(new)  # a click delivered again is not counted again
         return len(rows) - len(bad)
+
+    async def store(self, rows: Sequence[bytes]) -> tuple[int, list[bytes]]:
+        """Judge the rows' repeats against Postgres and store them, in one transaction; returns
+        how many were new, and the rows Postgres refused."""
+        async with postgres(self.pool) as conn, conn.transaction():
+            await sql.lock_judgement(conn)
+            rows = await self.judged(conn, rows)
+            try:
+                return await sql.write_rows(conn, rows, ROW_COLUMNS), []
+            except REJECTED:
+                return await self._one_by_one(conn, rows)
+
+    async def judged(self, conn: asyncpg.Connection, rows: Sequence[bytes]) -> list[bytes]:
+        """The rows with every click Redis called valid judged again (service/dedup.py): a repeat
+        is rewritten as ERR_DUP, and stored clicks whose verdict it changes are changed."""
+        new: dict[dedup.Key, list[dedup.Seen]] = {}
+        lines: dict[str, int] = {}
+        for number, row in enumerate(rows):
+            found = _candidate(row)
+            if found is not None:
+                key, click_id = found
+                new.setdefault(key, []).append(dedup.Seen(click_id, int(click_id[:12], 16)))
+                lines[click_id] = number
+        if not new:
+            return list(rows)
+        times = [int(click_id[:12], 16) for click_id in lines]
+        stored = await sql.around(conn, list(new), _utc(min(times) - self.window_ms), _utc(max(times) + self.window_ms))
+        valid: dict[dedup.Key, list[dedup.Seen]] = {}
+        repeats_of: dict[str, list[dedup.Seen]] = {}
+        facts = {}
+        for record in stored:
+            seen = dedup.Seen(record["click_id"], round(record["clicked_at"].timestamp() * 1000),
+                              record["original_click_id"])
+            facts[seen.click_id] = record
+            if record["reason"] is None:
+                valid.setdefault((record["code"], record["device_hash"]), []).append(seen)
+            elif seen.original:
+                repeats_of.setdefault(seen.original, []).append(seen)
+        verdicts = dedup.judge(new, valid, repeats_of, self.window_ms)
+        out = list(rows)
+        for click_id, first in verdicts.repeats.items():
+            number = lines[click_id]
+            out[number] = out[number].rsplit(b"\t", 2)[0] + b"\tERR_DUP\t" + first.encode()
+        if verdicts.changed:
+            await sql.change_verdicts(conn, [
+                (click_id, facts[click_id]["clicked_at"], facts[click_id]["code"], facts[click_id]["reason"] is None,
+                 first) for click_id, first in verdicts.changed.items()
+            ])
+            log.warning("writer %s: %d stored clicks judged again after an earlier click arrived late",
+                        self.name, len(verdicts.changed))
+        return out
 
     async def _one_by_one(self, conn: asyncpg.Connection, rows: Sequence[bytes]) -> tuple[int, list[bytes]]:
         """Postgres refused the batch for its data: write what it accepts. Returns how many
@@ -258,13 +326,10 @@ class Writer:
         for number, path in enumerate(paths):
             try:
                 clicks = await asyncio.to_thread(spooled_clicks, path)  # a web worker's loop must not wait on the disk
-                async with postgres(self.pool) as conn:
-                    firsts: dict[tuple[str, str], Click] = {}
-                    for click, dedup in clicks:
-                        if dedup and click.reason == VALID:
-                            await self._judge_repeat(conn, click, firsts)
-                    if clicks:
-                        await sql.write_batch(conn, [c.record() for c, _ in clicks])
+                if clicks:  # a valid click is a repeat candidate: the dedup flag says no more than that
+                    _, bad = await self.store([c.row().encode() for c, _ in clicks])
+                    if bad:
+                        await self._set_aside(bad)
             except BaseException:
                 for left in paths[number:]:
                     spool.release(left)
@@ -274,24 +339,3 @@ class Writer:
             log.info("writer %s replayed %d spooled clicks from %s", self.name, len(clicks), path.name)
         return written
 
-    async def _judge_repeat(self, conn: asyncpg.Connection, click: Click, firsts: dict[tuple[str, str], Click]) -> None:
-        """A repeat of a valid click already stored, or of one earlier in this replay, is ERR_DUP."""
-        key = (click.code, click.device_hash)
-        earlier = firsts.get(key)
-        if earlier is not None and click.at_ms - earlier.at_ms < self.dedup_window.total_seconds() * 1000:
-            click.reason, click.original_click_id = "ERR_DUP", earlier.click_id
-            return
-        at = click.record()[1]
-        first = await conn.fetchval(
-            """
-            SELECT click_id FROM clicks
-            WHERE seller_id IS NOT DISTINCT FROM $1 AND code = $2 AND device_hash = $3 AND reason IS NULL
-              AND clicked_at >= $4 AND clicked_at < $5 AND click_id <> $6
-            ORDER BY clicked_at LIMIT 1
-            """,
-            click.seller_id, click.code, click.device_hash, at - self.dedup_window, at, click.click_id,
-        )
-        if first is not None:
-            click.reason, click.original_click_id = "ERR_DUP", first
-        else:
-            firsts[key] = click

@@ -26,6 +26,7 @@ from service.store import redis as keys
 from service.writer import Writer, decode
 from tests.conftest import (
     ADMIN,
+    ADMIN_HEADERS,
     DATABASE_URL,
     REDIS_URL,
     SECRET,
@@ -457,3 +458,90 @@ async def test_a_click_logged_twice_is_not_a_repeat_of_itself(app: Starlette) ->
     async with ctx.pool.acquire() as conn:
         rows = await conn.fetch("SELECT click_id, reason FROM clicks WHERE code = $1 ORDER BY clicked_at", code)
     assert [tuple(r) for r in rows] == [(click.click_id, None), (later.click_id, "ERR_DUP")]
+
+
+ROLLUPS_MATCH = """
+    SELECT count(*) FROM (
+        SELECT code, date_trunc('hour', clicked_at, 'UTC') AS hour, count(*) AS clicks,
+               count(*) FILTER (WHERE reason IS NULL) AS valid, count(*) FILTER (WHERE reason = 'ERR_DUP') AS dup
+        FROM clicks WHERE code = $1 GROUP BY 1, 2
+        EXCEPT
+        SELECT code, hour, clicks, valid_clicks, "ERR_DUP" FROM click_rollups WHERE code = $1
+    ) AS differ
+"""
+
+
+async def test_a_repeat_redis_forgot_is_stored_as_a_repeat_and_its_order_goes_to_the_first(
+    app: Starlette, client: httpx.AsyncClient, code: Maker
+) -> None:
+    from tests.test_events import order, post
+
+    c = await code()
+    ctx = app.state.ctx
+    first = click_id_of(await client.get(f"/e/{c['code']}", headers=BUYER))
+    await drain(app)
+    # Redis loses its marks (a restart without persistence, or the second lost by a crash)
+    marks = [k async for k in ctx.redis.scan_iter(match=f"{ctx.settings.redis_prefix}dd:{c['code']}:*")]
+    assert marks
+    await ctx.redis.delete(*marks)
+    again = click_id_of(await client.get(f"/e/{c['code']}", headers=BUYER))
+    assert again != first  # Redis could not know
+    await drain(app)
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT click_id, reason, original_click_id FROM clicks WHERE code = $1 "
+                                "ORDER BY clicked_at", c["code"])
+        assert await conn.fetchval(ROLLUPS_MATCH, c["code"]) == 0
+    assert [tuple(r) for r in rows] == [(first, None, None), (again, "ERR_DUP", first)]
+    r = await post(client, order(again))
+    assert (r.json()["status"], r.json()["click_id"]) == ("attributed", first)
+    report = (await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS,
+                               params={"seller_id": c["seller_id"]})).json()["rows"][0]
+    assert (report["valid_clicks"], report["invalid_clicks"]["ERR_DUP"]) == (1, 1)
+
+
+async def test_an_earlier_click_written_late_becomes_the_first(app: Starlette) -> None:
+    ctx = app.state.ctx
+    code, device = "LATE" + uuid.uuid4().hex[:8], device_hash(uuid.uuid4().hex)
+    at = now_ms() - 600_000
+
+    def click(offset_ms: int, reason: str = "", original: str | None = None) -> Click:
+        moment = at + offset_ms
+        return Click(new_click_id(moment), moment, code, "s", "p", reason, device, "203.0.113.0", "Mozilla/5.0", "",
+                     original)
+
+    early, later = click(0), click(60_000)
+    follower = click(120_000, "ERR_DUP", later.click_id)  # Redis found it a repeat of `later`
+    writer = new_writer(ctx)
+    try:
+        await writer.store([later.row().encode(), follower.row().encode()])
+        await writer.store([early.row().encode()])  # from a spool, or a shard written after
+        await writer.store([early.row().encode(), later.row().encode()])  # delivered again: nothing changes
+    finally:
+        await writer.close()
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT click_id, reason, original_click_id FROM clicks WHERE code = $1 "
+                                "ORDER BY clicked_at", code)
+        assert await conn.fetchval(ROLLUPS_MATCH, code) == 0
+    assert [tuple(r) for r in rows] == [
+        (early.click_id, None, None), (later.click_id, "ERR_DUP", early.click_id),
+        (follower.click_id, "ERR_DUP", early.click_id)]
+
+
+async def test_concurrent_writers_judge_one_batch_at_a_time(app: Starlette) -> None:
+    ctx = app.state.ctx
+    code, device = "RACE" + uuid.uuid4().hex[:8], device_hash(uuid.uuid4().hex)
+    at = now_ms()
+    clicks = [Click(new_click_id(at + i), at + i, code, "s", "p", "", device, "203.0.113.0", "Mozilla/5.0", "")
+              for i in range(6)]
+    writers = [new_writer(ctx) for _ in clicks]
+    try:
+        await asyncio.gather(*(w.store([c.row().encode()]) for w, c in zip(writers, clicks, strict=True)))
+    finally:
+        for w in writers:
+            await w.close()
+    async with ctx.pool.acquire() as conn:
+        reasons = await conn.fetch("SELECT reason, original_click_id FROM clicks WHERE code = $1 ORDER BY clicked_at",
+                                   code)
+        assert await conn.fetchval(ROLLUPS_MATCH, code) == 0
+    assert [r["reason"] for r in reasons] == [None] + ["ERR_DUP"] * 5
+    assert {r["original_click_id"] for r in reasons[1:]} == {clicks[0].click_id}

@@ -167,6 +167,63 @@ async def write_rows(conn: asyncpg.Connection, rows: Sequence[bytes], columns: S
     return inserted
 
 
+# Writers judge repeats one commit at a time: two batches holding a device's first click and
+# its repeat, committed at once, would each find no earlier click. (Any fixed number will do.)
+JUDGEMENT_LOCK = 0x6D636B6A75
+
+# The valid clicks and repeats of some (code, device) pairs within a time range: the writer's
+# evidence for judging repeats (index clicks_device).
+_AROUND = """
+SELECT c.code, c.device_hash, c.click_id, c.clicked_at, c.reason, c.original_click_id
+FROM unnest($1::text[], $2::text[]) AS k(code, device_hash)
+CROSS JOIN LATERAL (
+    SELECT * FROM clicks c
+    WHERE c.code = k.code AND c.device_hash = k.device_hash AND (c.reason IS NULL OR c.reason = 'ERR_DUP')
+      AND c.clicked_at >= $3 AND c.clicked_at <= $4
+    OFFSET 0  -- a probe of the index per pair: a fresh day's partition has no statistics yet, and
+              -- the planner would otherwise scan every click in the range and hash them
+) c
+"""
+
+
+async def lock_judgement(conn: asyncpg.Connection) -> None:
+    """Held until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", JUDGEMENT_LOCK)
+
+
+async def around(conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]], start: datetime,
+                 end: datetime) -> list[asyncpg.Record]:
+    codes, devices = zip(*pairs, strict=True) if pairs else ((), ())
+    rows: list[asyncpg.Record] = await conn.fetch(_AROUND, list(codes), list(devices), start, end)
+    return rows
+
+
+async def change_verdicts(conn: asyncpg.Connection,
+                          changes: Sequence[tuple[str, datetime, str, bool, str | None]]) -> None:
+    """Stored clicks (id, time, code, valid until now, new first click id or None for valid)
+    whose verdict changes; their hourly rollups move with them."""
+    await conn.execute(
+        """
+        UPDATE clicks c SET reason = CASE WHEN t.original IS NULL THEN NULL ELSE 'ERR_DUP' END,
+                            original_click_id = t.original
+        FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS t(click_id, clicked_at, original)
+        WHERE c.click_id = t.click_id AND c.clicked_at = t.clicked_at
+        """,
+        [c[0] for c in changes], [c[1] for c in changes], [c[4] for c in changes],
+    )
+    moves: Counter[tuple[str, datetime]] = Counter()
+    for _, at, code, was_valid, original in changes:  # +1: one more valid click and one repeat less
+        moves[code, at.replace(minute=0, second=0, microsecond=0)] += (original is None) - was_valid
+    await conn.execute(
+        """
+        UPDATE click_rollups r SET valid_clicks = r.valid_clicks + d.n, "ERR_DUP" = r."ERR_DUP" - d.n
+        FROM unnest($1::text[], $2::timestamptz[], $3::bigint[]) AS d(code, hour, n)
+        WHERE r.code = d.code AND r.hour = d.hour
+        """,
+        [k[0] for k in moves], [k[1] for k in moves], list(moves.values()),
+    )
+
+
 async def write_batch(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> int:
     """Store clicks given as tuples (columns COLUMNS); returns how many were new."""
     if not records:
