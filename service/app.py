@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None) -> HotPath:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx = await open_context(settings or Settings())
         app.state.ctx = ctx
-        ctx.click_log.replay_soon()  # clicks this host spooled before a restart go back to Redis
+        await ctx.click_log.start()
         writer = new_writer(ctx) if ctx.settings.embedded_writer else None
         task = asyncio.create_task(writer.run()) if writer else None
         try:

@@ -9,6 +9,7 @@ answered click is never lost.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import json
 import logging
@@ -46,6 +47,10 @@ MAX_BATCH = 256
 MAX_INFLIGHT = 4
 # No buyer waits on a replay: it may take longer than a redirect's call.
 REPLAY_TIMEOUT_S = 5.0
+# Clicks Redis took are kept this long (at most RESEND_MAX of them), to be sent again if Redis
+# turns out to have lost its data before a writer stored them (normally within a second).
+RESEND_S = 30.0
+RESEND_MAX = 200_000
 
 
 class _RandomHex:
@@ -178,6 +183,8 @@ class ClickLog:
         self.spooled = 0  # clicks spooled since Redis was last seen answering
         self.probe: asyncio.Task[None] | None = None
         self.replaying: asyncio.Task[int] | None = None
+        self.recent: collections.deque[tuple[float, Click, bool]] = collections.deque(maxlen=RESEND_MAX)
+        self.epoch: bytes | None = None
         self.pending: list[tuple[Click, bool, asyncio.Future[str]]] = []
         self.pumps: set[asyncio.Task[None]] = set()
 
@@ -220,6 +227,10 @@ class ClickLog:
             self._mark_down()
             await self._spool(batch)
             return
+        now = time.monotonic()
+        self.recent.extend((now, click, dedup) for click, dedup, _ in batch)
+        while self.recent and self.recent[0][0] < now - RESEND_S:
+            self.recent.popleft()
         firsts = {int(repeats[i]): repeats[i + 1] for i in range(0, len(repeats), 2)}
         for line, (_, _, future) in enumerate(batch, 1):
             if not future.done():
@@ -263,6 +274,10 @@ class ClickLog:
                         time.monotonic() - self.down_since, self.spooled)
             self.redis_down = False
             self.spooled = 0
+            try:
+                await self.check_epoch()
+            except (RedisError, OSError, TimeoutError):
+                continue  # down again: the next answer checks again
             self.replay_soon()
             return
 
@@ -281,6 +296,32 @@ class ClickLog:
         for _, _, future in batch:
             if not future.done():
                 future.set_result(VALID)
+
+    async def start(self) -> None:
+        """Learn Redis's epoch and put back what this host spooled before (a restart)."""
+        try:
+            await self.check_epoch()
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("redis unavailable at start (%s: %s): clicks go to the spool until it answers",
+                        type(exc).__name__, exc)
+            self._mark_down()
+            return
+        self.replay_soon()
+
+    async def check_epoch(self) -> None:
+        """Learn Redis's epoch; when it changed since last seen, send the recent clicks again."""
+        key = keys.epoch_key(self.prefix)
+        async with asyncio.timeout(REPLAY_TIMEOUT_S):
+            await self.redis.call("SET", key, secrets.token_hex(8), "NX")
+            epoch = await self.redis.call("GET", key)
+        lost, self.epoch = self.epoch is not None and epoch != self.epoch, epoch
+        if lost:
+            again = list(self.recent)
+            self.recent.clear()
+            log.warning("redis lost its data (epoch changed): sending the %d clicks of the last %.0f s again",
+                        len(again), RESEND_S)
+            for _, click, dedup in again:
+                self.log(click, dedup)  # stored once: the writer's inserts are idempotent by click id
 
     def replay_soon(self) -> None:
         """Put the host's spooled clicks back into Redis, in the background."""

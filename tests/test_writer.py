@@ -545,3 +545,33 @@ async def test_concurrent_writers_judge_one_batch_at_a_time(app: Starlette) -> N
         assert await conn.fetchval(ROLLUPS_MATCH, code) == 0
     assert [r["reason"] for r in reasons] == [None] + ["ERR_DUP"] * 5
     assert {r["original_click_id"] for r in reasons[1:]} == {clicks[0].click_id}
+
+
+async def test_clicks_redis_lost_in_a_restart_are_sent_again(code: Maker, tmp_path: Path) -> None:
+    """Redis restarted without persistence before a writer stored the last clicks: the stream,
+    the marks and the records are gone. The click log notices (the epoch is gone) and sends the
+    clicks of its last seconds again; each is stored once."""
+    from service.clicks import REDIS_RETRY_S
+
+    async with app_behind_redis_proxy(spool_dir=str(tmp_path)) as (app, proxy):
+        c = await code()
+        ctx = app.state.ctx
+        prefix = ctx.settings.redis_prefix
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.42", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as buyer:
+            taken = [await buyer.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": f"Mozilla/5.0 (X11) n/{i}"})
+                     for i in range(3)]
+            await proxy.cut()  # Redis goes down ...
+            admin = aioredis.Redis.from_url(REDIS_URL)
+            lost = [k async for k in admin.scan_iter(match=f"{prefix}*")]
+            await admin.delete(*lost)  # ... and comes back empty
+            await admin.aclose()
+            during = await buyer.get(f"/e/{c['code']}", headers=BUYER | {"user-agent": "Mozilla/5.0 (X11) during"})
+            await proxy.restore()
+            await asyncio.sleep(REDIS_RETRY_S + 0.5)
+        await drain(app)
+        async with ctx.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT click_id, reason FROM clicks WHERE code = $1", c["code"])
+    answered = sorted(click_id_of(r) for r in [*taken, during])
+    assert sorted(r["click_id"] for r in rows) == answered
+    assert [r["reason"] for r in rows] == [None] * 4

@@ -30,6 +30,13 @@ def backlog_key(prefix: str) -> str:
     return f"{prefix}backlog"
 
 
+def epoch_key(prefix: str) -> str:
+    """A token set once per life of the Redis data: when a click log finds it changed or gone,
+    Redis has lost what it held (a restart without persistence, a flush, a failover to a replica
+    that lagged), and the clicks it took in the last seconds are sent again."""
+    return f"{prefix}epoch"
+
+
 async def backlog(redis: aioredis.Redis, prefix: str) -> int:
     value = await redis.get(backlog_key(prefix))
     return int(value or 0)
