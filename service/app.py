@@ -74,7 +74,9 @@ async def open_context(settings: Settings) -> Context:
     spool = Spool(settings.spool_dir, namespace=f"{settings.database_url}|{settings.redis_prefix}")
     return Context(
         settings=settings, pool=pool, redis=redis, signer=Signer(settings.signing_keys), hosts=hosts,
-        records=Records(pool, redis, settings.redis_prefix, settings.cache_ttl_s, hosts),
+        # A pool of its own: API requests holding connections must never keep a buyer waiting.
+        records=Records(await postgres.create_pool(settings.database_url, max_size=2), redis, settings.redis_prefix,
+                        settings.cache_ttl_s, hosts),
         devices=Devices(settings.trusted_networks, settings.signing_keys[0], settings.cookie_secure),
         bots=Bots(),
         spool=spool,
@@ -90,6 +92,7 @@ async def close_context(ctx: Context) -> None:
     await asyncio.gather(*ctx.records.copying, return_exceptions=True)
     await ctx.click_log.redis.close()
     await ctx.redis.aclose()
+    await ctx.records.pool.close()
     await ctx.pool.close()
 
 

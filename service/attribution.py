@@ -7,6 +7,7 @@ the instant after is judged right).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ CLICK_ID_RE = re.compile(r"[0-9a-f]{28}")
 # could be wrong, so the order system is told to retry. Older than this, a click that was
 # answered is in Postgres (reports promise 5 s), so its absence is the answer.
 IN_FLIGHT = timedelta(minutes=5)
+REDIS_TIMEOUT_S = 0.5
 # Click ids are stamped by our own clocks; a little ahead of this process's is still ours.
 AHEAD = timedelta(seconds=5)
 
@@ -75,11 +77,12 @@ class Clicks:
             return ClickFacts(click_id, row["clicked_at"], row["reason"] or VALID, row["original_click_id"],
                               row["code"], row["seller_id"])
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for both
+            # bounded: the event holds a pooled Postgres connection meanwhile
+            async with asyncio.timeout(REDIS_TIMEOUT_S), self.redis.pipeline(transaction=False) as pipe:
                 pipe.hget(keys.attribution_key(self.prefix, click_id), click_id)
                 pipe.hget(keys.legacy_attribution_key(self.prefix, click_id), click_id)
                 current, legacy = await pipe.execute()
-        except (RedisError, OSError):
+        except (RedisError, OSError, TimeoutError):
             metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             # The click may be answered but not yet in Postgres: saying "no click" could be wrong.
             raise ApiError("ERR_503", "clicks cannot be looked up right now; retry this event") from None
