@@ -26,6 +26,7 @@ MAX_LIMIT = 500
 MAX_DEPTH = 32
 # Postgres text cannot hold NUL, and UTF-8 cannot hold a lone surrogate (JSON's "\ud800" makes one).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_DIGITS = re.compile(r"[0-9]{1,6}")
 UNSTORABLE = "must not contain NUL (\\u0000) or unpaired surrogates"
 
 
@@ -63,8 +64,8 @@ def _path_field(scope: Scope) -> str:
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, datetime):  # always to the microsecond, so that times sort as text too
+        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"cannot render {type(value).__name__}")
@@ -149,7 +150,8 @@ def limit_param(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # ASCII digits only: str.isdigit() also takes "²" and other scripts' digits, which int() refuses
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise invalid({"limit": f"a whole number from 1 to {MAX_LIMIT}"})
     return int(raw)
 
