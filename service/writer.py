@@ -80,12 +80,16 @@ _NULL_REASON = b"\\N"
 
 
 def _candidate(row: bytes) -> tuple[dedup.Key, str] | None:
-    """(code, device) and click id of a row Redis called valid; None for any other row (a
-    refusal, a bot, a repeat, or a row not written the way Click.row() writes)."""
+    """(code, device) and click id of a row Redis called valid, or a repeat of a later click
+    (a release before the log script knew better); None for any other row (a refusal, a bot, a
+    repeat, or a row not written the way Click.row() writes)."""
     head = row.split(b"\t", _DEVICE + 1)
-    if len(head) <= _DEVICE + 1 or row.rsplit(b"\t", 2)[-2] != _NULL_REASON:
+    if len(head) <= _DEVICE + 1:
         return None
     click_id, code, device = head[0], head[_CODE], head[_DEVICE]
+    _, reason, original = row.rsplit(b"\t", 2)
+    if reason != _NULL_REASON and not (reason == b"ERR_DUP" and original > click_id):
+        return None
     if len(click_id) != 28 or not _HEX.issuperset(click_id) or b"\\" in code or not code.isascii():
         return None
     return (code.decode(), device.decode("ascii", "replace")), click_id.decode()
@@ -268,9 +272,10 @@ class Writer:
                 repeats_of.setdefault(seen.original, []).append(seen)
         verdicts = dedup.judge(new, valid, repeats_of, self.window_ms)
         out = list(rows)
-        for click_id, first in verdicts.repeats.items():
-            number = lines[click_id]
-            out[number] = out[number].rsplit(b"\t", 2)[0] + b"\tERR_DUP\t" + first.encode()
+        for click_id, number in lines.items():
+            first = verdicts.repeats.get(click_id)
+            verdict = b"\tERR_DUP\t" + first.encode() if first else b"\t\\N\t\\N"
+            out[number] = out[number].rsplit(b"\t", 2)[0] + verdict
         if verdicts.changed:
             await sql.change_verdicts(conn, [
                 (click_id, facts[click_id]["clicked_at"], facts[click_id]["code"], facts[click_id]["reason"] is None,

@@ -1,9 +1,16 @@
-"""A TCP proxy that a test can cut and restore: Redis or Postgres really becomes unreachable."""
+"""Faults caused for real: a TCP proxy a test can cut and restore, and Redis and PostgreSQL
+servers of a test's own that it can kill, pause, stop and restart."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
 
 
 class Proxy:
@@ -52,3 +59,97 @@ class Proxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self.links -= {writer, up_writer}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class OwnRedis:
+    """A redis-server of the test's own, under .local/, that the test may kill, pause and restart
+    for real (the machine's shared Redis is never touched)."""
+
+    def __init__(self, folder: Path, appendonly: bool = False, appendfsync: str = "everysec") -> None:
+        folder = self.folder = folder.resolve()
+        self.port = free_port()
+        self.options = ["--appendonly", "yes" if appendonly else "no", "--appendfsync", appendfsync, "--save", ""]
+        self.proc: subprocess.Popen[bytes] | None = None
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> OwnRedis:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--logfile", str(self.folder / "redis.log"), *self.options])
+        if not _wait_port(self.port):
+            raise RuntimeError(f"redis-server did not start; see {self.folder / 'redis.log'}")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final save."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of the test's own under .local/ (initdb'd once, as the postgres user
+    when run as root), started and stopped for real."""
+
+    def __init__(self, folder: Path) -> None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        initdb = found[-1] if found else Path(shutil.which("initdb") or "initdb")
+        self.bin = initdb.parent
+        folder = self.folder = folder.resolve()
+        self.port = free_port()
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if not (folder / "PG_VERSION").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            if self.as_postgres:
+                shutil.chown(folder, "postgres")
+            subprocess.run([*self.as_postgres, str(self.bin / "initdb"), "-D", str(folder), "-U", "postgres",
+                            "--auth=trust", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+
+    @staticmethod
+    def available() -> bool:
+        return bool(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("initdb"))
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/mcode"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run([*self.as_postgres, str(self.bin / "pg_ctl"), "-D", str(self.folder), *args],
+                       check=True, capture_output=True)
+
+    def start(self) -> OwnPostgres:
+        self._ctl("-l", str(self.folder / "server.log"), "-w", "-o",
+                  f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.folder} "
+                  "-c fsync=off -c full_page_writes=off", "start")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("-m", mode, "-w", "stop")

@@ -575,3 +575,25 @@ async def test_clicks_redis_lost_in_a_restart_are_sent_again(code: Maker, tmp_pa
     answered = sorted(click_id_of(r) for r in [*taken, during])
     assert sorted(r["click_id"] for r in rows) == answered
     assert [r["reason"] for r in rows] == [None] * 4
+
+
+async def test_a_first_click_that_reaches_redis_after_its_repeat_stays_the_first(app: Starlette) -> None:
+    # F was spooled while Redis was away; its repeat R came after Redis was back, before the
+    # spool was replayed, and was answered as valid. When F arrives, it is the first: Redis
+    # takes it as such, and the writer makes R its repeat.
+    ctx = app.state.ctx
+    code, device = "ORDER" + uuid.uuid4().hex[:8], device_hash(uuid.uuid4().hex)
+    at = now_ms()
+    first = Click(new_click_id(at), at, code, "s", "p", "", device, "203.0.113.0", "Mozilla/5.0 (X11)", "")
+    repeat = Click(new_click_id(at + 900), at + 900, code, "s", "p", "", device, "203.0.113.0", "Mozilla/5.0", "")
+    assert await ctx.click_log.log(repeat, dedup=True) == ""
+    assert await ctx.click_log.log(first, dedup=True) == ""
+    later = Click(new_click_id(at + 2000), at + 2000, code, "s", "p", "", device, "203.0.113.0", "Mozilla/5.0", "")
+    assert await ctx.click_log.log(later, dedup=True) == first.click_id
+    await drain(app)
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT click_id, reason, original_click_id FROM clicks WHERE code = $1 "
+                                "ORDER BY clicked_at", code)
+        assert await conn.fetchval(ROLLUPS_MATCH, code) == 0
+    assert [tuple(r) for r in rows] == [(first.click_id, None, None), (repeat.click_id, "ERR_DUP", first.click_id),
+                                        (later.click_id, "ERR_DUP", first.click_id)]

@@ -88,7 +88,7 @@ def rejects_key(prefix: str) -> str:
 #   then per click, in line order: click id and attribution value (a dedup candidate's as valid);
 #   then per click: its dedup key, or '' when it is not a candidate (a click judged valid).
 # Per candidate: the dedup mark (SET NX holding the first click id); a repeat (a mark holding
-# another click's id) has its attribution
+# an earlier click's id; ids begin with their time, so they compare as times) has its attribution
 # value turned into ERR_DUP pointing at the first click. Then per run one HSET of its records,
 # and per batch one stream entry {n, c: the rows untouched, d: repeats as "<line>:<first click
 # id>" joined by commas, when there are any} and the backlog count. The client lays out every key
@@ -107,7 +107,11 @@ for line = 1, n do
       -- the key exists (no key expires while a script runs): this click is a repeat, unless the
       -- mark is its own (a call that timed out but ran, then the same click again from the spool)
       local first = redis.call('GET', dkey)
-      if first ~= ARGV[at] then
+      if first > ARGV[at] then
+        -- the mark is a later click's (this one comes late, from a spool or sent again): this is
+        -- the first click, and the writer makes the later one its repeat in Postgres
+        redis.call('SET', dkey, ARGV[at], 'XX', 'KEEPTTL')
+      elseif first ~= ARGV[at] then
         local value = ARGV[at + 1]
         ARGV[at + 1] = string.sub(value, 1, 14) .. 'ERR_DUP|' .. first .. string.sub(value, 16)
         repeats[#repeats + 1] = line
