@@ -84,19 +84,19 @@ class Run:
 class Service:
     """The service as deployed: uvicorn with 2 workers, and a separate writer when asked."""
 
-    def __init__(self, pg: OwnPostgres, redis: OwnRedis, embedded_writer: bool) -> None:
+    def __init__(self, pg: OwnPostgres, redis: OwnRedis, embedded_writer: bool, local: Path) -> None:
         self.port = free_port()
         self.env = os.environ | {
             "MCODE_ENV": "prod", "MCODE_DATABASE_URL": pg.url, "MCODE_REDIS_URL": redis.url,
             "MCODE_ADMIN_TOKENS": ADMIN, "MCODE_SIGNING_KEYS": "faults-signing-key-0123456789",
             "MCODE_EVENT_SECRETS": SECRET, "MCODE_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
             "MCODE_TRUSTED_PROXIES": "127.0.0.1/32", "MCODE_COOKIE_SECURE": "0",
-            "MCODE_SPOOL_DIR": str(LOCAL / "spool"), "MCODE_EMBEDDED_WRITER": "1" if embedded_writer else "0",
+            "MCODE_SPOOL_DIR": str(local / "spool"), "MCODE_EMBEDDED_WRITER": "1" if embedded_writer else "0",
             "PYTHONPATH": str(ROOT),
         }
         self.web: subprocess.Popen[bytes] | None = None
         self.writer: subprocess.Popen[bytes] | None = None
-        self.log = (LOCAL / "service.log").open("ab")
+        self.log = (local / "service.log").open("ab")
 
     def start(self) -> None:
         uvicorn = str(Path(sys.executable).with_name("uvicorn"))
@@ -147,8 +147,6 @@ async def buyer(run: Run, port: int, code: str, per_connection_rate: float) -> N
             run.device_counter += 1
             n = run.device_counter
             ip = f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
-            run.recent.append(ip)
-            del run.recent[:-2000]
         request = (f"GET /e/{code} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {UA}\r\n"
                    f"Accept-Language: en-US,en;q=0.9\r\nX-Forwarded-For: {ip}\r\n\r\n").encode()
         started = time.monotonic()
@@ -164,6 +162,9 @@ async def buyer(run: Run, port: int, code: str, per_connection_rate: float) -> N
             continue
         click_id = parse_qs(urlsplit(location).query).get("mc_click", [None])[0] if status == 302 else None
         run.answers.append(Answer(started, time.monotonic() - started, status, click_id, repeat))
+        if not repeat:  # repeated only once answered: a repeat sent before its first is a race, not a repeat
+            run.recent.append(ip)
+            del run.recent[:-2000]
     if writer is not None:
         writer.close()
 
@@ -297,14 +298,15 @@ async def settle(pg: OwnPostgres, answered: int, code: str) -> int:
         await conn.close()
 
 
-async def run_scenario(scenario: Scenario, rate: int, warmup_s: float = WARMUP_S,
-                       settle_s: float = SETTLE_S) -> dict[str, object]:
-    pg = OwnPostgres(LOCAL / "pg").start()
-    redis = OwnRedis(LOCAL / "redis", appendonly=scenario.appendonly).start()
+async def run_scenario(scenario: Scenario, rate: int, warmup_s: float = WARMUP_S, settle_s: float = SETTLE_S,
+                       local: Path = LOCAL) -> dict[str, object]:
+    await asyncio.to_thread(local.mkdir, parents=True, exist_ok=True)
+    pg = OwnPostgres(local / "pg").start()
+    redis = OwnRedis(local / "redis", appendonly=scenario.appendonly).start()
     conn = await asyncpg.connect(pg.url.replace("/mcode", "/postgres"))
     await conn.execute("DROP DATABASE IF EXISTS mcode WITH (FORCE)")
     await conn.close()
-    service = Service(pg, redis, scenario.embedded_writer)
+    service = Service(pg, redis, scenario.embedded_writer, local)
     run = Run()
     try:
         service.start()
