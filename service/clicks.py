@@ -177,6 +177,7 @@ class ClickLog:
         # a bucket's hash lives as long as its last click needs it
         self.attribution_ttl = attribution_window_s + ATTRIBUTION_SLACK_S + keys.ATTRIBUTION_BUCKET_MS // 1000
         self.script = resp.Script(keys.LOG_SCRIPT)
+        self.epoch_script = resp.Script(keys.EPOCH_SCRIPT)
         self.shard = 0
         self.redis_down = False
         self.down_since = 0.0
@@ -274,8 +275,8 @@ class ClickLog:
                         time.monotonic() - self.down_since, self.spooled)
             self.redis_down = False
             self.spooled = 0
-            try:
-                await self.check_epoch()
+            try:  # from a second before the outage began, in wall-clock time
+                await self.check_epoch(now_ms() - int((time.monotonic() - self.down_since + 1) * 1000))
             except (RedisError, OSError, TimeoutError):
                 continue  # down again: the next answer checks again
             self.replay_soon()
@@ -308,12 +309,15 @@ class ClickLog:
             return
         self.replay_soon()
 
-    async def check_epoch(self) -> None:
-        """Learn Redis's epoch; when it changed since last seen, send the recent clicks again."""
-        key = keys.epoch_key(self.prefix)
+    async def check_epoch(self, doubt_since_ms: int | None = None) -> None:
+        """Learn Redis's epoch; when it changed since last seen, send the recent clicks again.
+        With `doubt_since_ms`, the clicks stamped from then on are to be judged again by the
+        writers (this process spooled some: a repeat answered meanwhile may be of one of them)."""
+        args: list[resp.Arg] = [self.prefix, self.dedup_ttl * 1000]
+        if doubt_since_ms is not None:
+            args += [doubt_since_ms, now_ms() + self.dedup_ttl * 1000]
         async with asyncio.timeout(REPLAY_TIMEOUT_S):
-            await self.redis.call("SET", key, secrets.token_hex(8), "NX")
-            epoch = await self.redis.call("GET", key)
+            epoch = await self.redis.evalsha(self.epoch_script, *args)
         lost, self.epoch = self.epoch is not None and epoch != self.epoch, epoch
         if lost:
             again = list(self.recent)

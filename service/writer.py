@@ -95,6 +95,23 @@ def _candidate(row: bytes) -> tuple[dedup.Key, str] | None:
     return (code.decode(), device.decode("ascii", "replace")), click_id.decode()
 
 
+# Spooled clicks never had Redis's judgement with all it knew: judge every one.
+EVERY_CLICK = (0, 2**63)
+
+
+def _in_doubt(rows: Sequence[bytes], doubt: tuple[int, int] | None) -> list[tuple[int, dedup.Key, str]]:
+    """(line, key, click id) of the rows to judge again: candidates stamped within `doubt`."""
+    if doubt is None:
+        return []
+    start, end = doubt
+    out = []
+    for number, row in enumerate(rows):
+        found = _candidate(row)
+        if found is not None and start <= int(found[1][:12], 16) <= end:
+            out.append((number, *found))
+    return out
+
+
 def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
@@ -226,37 +243,40 @@ class Writer:
     async def commit(self, stream: bytes | str, entries: Sequence[Entry]) -> int:
         """Store and acknowledge entries; returns the clicks they held that Postgres took."""
         rows = decode(entries)
-        new, bad = await self.store(rows)
+        new, bad = await self.store(rows, await keys.doubt(self.redis, self.prefix))
         if bad:
             await self._set_aside(bad)
         await self.ack(args=[self.prefix, stream, keys.WRITER_GROUP, *sizes(entries)])
         metrics.CLICKS_WRITTEN.inc(new)  # a click delivered again is not counted again
         return len(rows) - len(bad)
 
-    async def store(self, rows: Sequence[bytes]) -> tuple[int, list[bytes]]:
-        """Judge the rows' repeats against Postgres and store them, in one transaction; returns
-        how many were new, and the rows Postgres refused."""
+    async def store(self, rows: Sequence[bytes], doubt: tuple[int, int] | None) -> tuple[int, list[bytes]]:
+        """Store the rows in one transaction, having judged again the repeats of those stamped
+        within `doubt` (ms); returns how many were new, and the rows Postgres refused.
+
+        Outside a doubt span Redis's verdicts stand (it saw every first click), and commits
+        share the judgement lock; a commit that judges takes it alone, so it sees every click
+        committed before it and every commit after it sees it."""
         async with postgres(self.pool) as conn, conn.transaction():
-            await sql.lock_judgement(conn)
-            rows = await self.judged(conn, rows)
+            candidates = _in_doubt(rows, doubt)
+            await sql.lock_judgement(conn, exclusive=bool(candidates))
+            rows = await self.judged(conn, rows, candidates)
             try:
                 return await sql.write_rows(conn, rows, ROW_COLUMNS), []
             except REJECTED:
                 return await self._one_by_one(conn, rows)
 
-    async def judged(self, conn: asyncpg.Connection, rows: Sequence[bytes]) -> list[bytes]:
-        """The rows with every click Redis called valid judged again (service/dedup.py): a repeat
-        is rewritten as ERR_DUP, and stored clicks whose verdict it changes are changed."""
+    async def judged(self, conn: asyncpg.Connection, rows: Sequence[bytes],
+                     candidates: list[tuple[int, dedup.Key, str]]) -> list[bytes]:
+        """The rows with the candidates (line, key, click id) judged again (service/dedup.py): a
+        repeat is rewritten as ERR_DUP, and stored clicks whose verdict it changes are changed."""
+        if not candidates:
+            return list(rows)
         new: dict[dedup.Key, list[dedup.Seen]] = {}
         lines: dict[str, int] = {}
-        for number, row in enumerate(rows):
-            found = _candidate(row)
-            if found is not None:
-                key, click_id = found
-                new.setdefault(key, []).append(dedup.Seen(click_id, int(click_id[:12], 16)))
-                lines[click_id] = number
-        if not new:
-            return list(rows)
+        for number, key, click_id in candidates:
+            new.setdefault(key, []).append(dedup.Seen(click_id, int(click_id[:12], 16)))
+            lines[click_id] = number
         times = [int(click_id[:12], 16) for click_id in lines]
         stored = await sql.around(conn, list(new), _utc(min(times) - self.window_ms), _utc(max(times) + self.window_ms))
         valid: dict[dedup.Key, list[dedup.Seen]] = {}
@@ -332,7 +352,7 @@ class Writer:
             try:
                 clicks = await asyncio.to_thread(spooled_clicks, path)  # a web worker's loop must not wait on the disk
                 if clicks:  # a valid click is a repeat candidate: the dedup flag says no more than that
-                    _, bad = await self.store([c.row().encode() for c, _ in clicks])
+                    _, bad = await self.store([c.row().encode() for c, _ in clicks], EVERY_CLICK)
                     if bad:
                         await self._set_aside(bad)
             except BaseException:

@@ -23,7 +23,7 @@ from service.spool import Spool
 from service.store import clicks as sql
 from service.store import postgres
 from service.store import redis as keys
-from service.writer import Writer, decode
+from service.writer import EVERY_CLICK, Writer, decode
 from tests.conftest import (
     ADMIN,
     ADMIN_HEADERS,
@@ -478,12 +478,15 @@ async def test_a_repeat_redis_forgot_is_stored_as_a_repeat_and_its_order_goes_to
 
     c = await code()
     ctx = app.state.ctx
+    prefix = ctx.settings.redis_prefix
+    # Redis has run for longer than a dedup window: its verdicts stand, nothing is in doubt
+    await ctx.redis.set(keys.epoch_key(prefix), str(now_ms() - 7_200_000))
+    await ctx.redis.delete(keys.doubt_key(prefix))
     first = click_id_of(await client.get(f"/e/{c['code']}", headers=BUYER))
     await drain(app)
-    # Redis loses its marks (a restart without persistence, or the second lost by a crash)
-    marks = [k async for k in ctx.redis.scan_iter(match=f"{ctx.settings.redis_prefix}dd:{c['code']}:*")]
-    assert marks
-    await ctx.redis.delete(*marks)
+    assert await keys.doubt(ctx.redis, prefix) is None
+    # then it restarts without persistence: marks, records, streams and epoch are gone
+    await ctx.redis.delete(*[k async for k in ctx.redis.scan_iter(match=f"{prefix}*")])
     again = click_id_of(await client.get(f"/e/{c['code']}", headers=BUYER))
     assert again != first  # Redis could not know
     await drain(app)
@@ -513,9 +516,10 @@ async def test_an_earlier_click_written_late_becomes_the_first(app: Starlette) -
     follower = click(120_000, "ERR_DUP", later.click_id)  # Redis found it a repeat of `later`
     writer = new_writer(ctx)
     try:
-        await writer.store([later.row().encode(), follower.row().encode()])
-        await writer.store([early.row().encode()])  # from a spool, or a shard written after
-        await writer.store([early.row().encode(), later.row().encode()])  # delivered again: nothing changes
+        await writer.store([later.row().encode(), follower.row().encode()], EVERY_CLICK)
+        await writer.store([early.row().encode()], EVERY_CLICK)  # from a spool, or a shard written after
+        # delivered again: nothing changes
+        await writer.store([early.row().encode(), later.row().encode()], EVERY_CLICK)
     finally:
         await writer.close()
     async with ctx.pool.acquire() as conn:
@@ -535,7 +539,7 @@ async def test_concurrent_writers_judge_one_batch_at_a_time(app: Starlette) -> N
               for i in range(6)]
     writers = [new_writer(ctx) for _ in clicks]
     try:
-        await asyncio.gather(*(w.store([c.row().encode()]) for w, c in zip(writers, clicks, strict=True)))
+        await asyncio.gather(*(w.store([c.row().encode()], EVERY_CLICK) for w, c in zip(writers, clicks, strict=True)))
     finally:
         for w in writers:
             await w.close()

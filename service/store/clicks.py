@@ -186,9 +186,12 @@ CROSS JOIN LATERAL (
 """
 
 
-async def lock_judgement(conn: asyncpg.Connection) -> None:
+async def lock_judgement(conn: asyncpg.Connection, exclusive: bool) -> None:
     """Held until the transaction ends."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", JUDGEMENT_LOCK)
+    if exclusive:
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", JUDGEMENT_LOCK)
+    else:
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", JUDGEMENT_LOCK)
 
 
 async def around(conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]], start: datetime,

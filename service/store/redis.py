@@ -37,6 +37,21 @@ def epoch_key(prefix: str) -> str:
     return f"{prefix}epoch"
 
 
+def doubt_key(prefix: str) -> str:
+    """`<from ms>:<until ms>`: clicks stamped in this span are judged again in Postgres by the
+    writers (their Redis verdicts may miss a first click Redis lost or never saw). Set when
+    Redis is found without its epoch, and by a click log coming back from a Redis outage."""
+    return f"{prefix}doubt"
+
+
+async def doubt(redis: aioredis.Redis, prefix: str) -> tuple[int, int] | None:
+    value = await redis.get(doubt_key(prefix))
+    if value is None:
+        return None
+    start, _, end = (value.decode() if isinstance(value, bytes) else str(value)).partition(":")
+    return (int(start), int(end)) if start.isdigit() and end.isdigit() else None
+
+
 async def backlog(redis: aioredis.Redis, prefix: str) -> int:
     value = await redis.get(backlog_key(prefix))
     return int(value or 0)
@@ -94,8 +109,51 @@ def rejects_key(prefix: str) -> str:
 # id>" joined by commas, when there are any} and the backlog count. The client lays out every key
 # and value, so the script builds no string but a repeat's: its cost per click is the SET and a
 # share of the HSET. Returns the repeats as a flat list: line number, first click id, ...
-LOG_SCRIPT = """
+# How far back a span opened by a lost epoch reaches: the clicks the click logs send again.
+LOST_EPOCH_BACK_MS = 120_000
+# Widens the doubt span (see doubt_key) to cover [from, until]: an active span grows, an old one
+# is replaced. Lua's %d would overflow on millisecond times, hence %.0f.
+_WIDEN_DOUBT = """
+local function widen_doubt(key, from, till)
+  local old = redis.call('GET', key)
+  if old then
+    local f, u = string.match(old, '^(%d+):(%d+)$')
+    if f and tonumber(u) >= from then
+      from, till = math.min(from, tonumber(f)), math.max(till, tonumber(u))
+    end
+  end
+  redis.call('SET', key, string.format('%.0f:%.0f', from, till))
+end
+
+-- The epoch of Redis's data (made when missing: Redis is new, or lost its data, and then for a
+-- dedup window writers judge every click again in Postgres).
+local function ensure_epoch(prefix, window_ms)
+  local epoch = redis.call('GET', prefix .. 'epoch')
+  if epoch then
+    return epoch
+  end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  epoch = string.format('%.0f', now)
+  redis.call('SET', prefix .. 'epoch', epoch)
+  widen_doubt(prefix .. 'doubt', now - LOST_EPOCH_BACK_MS, now + window_ms)
+  return epoch
+end
+"""
+
+# ARGV: prefix, dedup window ms, then optionally from ms and until ms of a span to doubt.
+# Returns the epoch.
+EPOCH_SCRIPT = (_WIDEN_DOUBT + """
+local epoch = ensure_epoch(ARGV[1], tonumber(ARGV[2]))
+if ARGV[3] then
+  widen_doubt(ARGV[1] .. 'doubt', tonumber(ARGV[3]), tonumber(ARGV[4]))
+end
+return epoch
+""").replace("LOST_EPOCH_BACK_MS", str(LOST_EPOCH_BACK_MS))
+
+LOG_SCRIPT = _WIDEN_DOUBT + """
 local n, runs = tonumber(ARGV[6]), tonumber(ARGV[7])
+ensure_epoch(string.sub(ARGV[4], 1, -8), tonumber(ARGV[1]) * 1000)  -- the backlog key is <prefix>backlog
 local records = 8 + 2 * runs
 local dedup_keys = records + 2 * n
 local repeats, marks = {}, {}
@@ -135,7 +193,7 @@ else
 end
 redis.call('INCRBY', ARGV[4], n)
 return repeats
-"""
+""".replace("LOST_EPOCH_BACK_MS", str(LOST_EPOCH_BACK_MS))
 
 # ARGV: prefix, stream, consumer group, then pairs of (entry id, clicks in it). Acknowledges the entries and
 # deletes them; only an entry this call really deleted is taken off the backlog, so a batch
