@@ -29,6 +29,7 @@ CLICK_ID_RE = re.compile(r"[0-9a-f]{28}")
 # answered is in Postgres (reports promise 5 s), so its absence is the answer.
 IN_FLIGHT = timedelta(minutes=5)
 REDIS_TIMEOUT_S = 0.5
+MAX_HOPS = 3
 # Click ids are stamped by our own clocks; a little ahead of this process's is still ours.
 AHEAD = timedelta(seconds=5)
 
@@ -100,7 +101,11 @@ class Clicks:
         facts = await self.find(conn, click_id)
         if facts is None:
             return Verdict(False, "ERR_NO_CLICK", None)
-        if facts.reason == "ERR_DUP" and facts.first:
+        # A repeat counts for its first click. The first may itself have become a repeat since
+        # (an earlier click arrived late, and the writer made it the first): follow it there.
+        for _ in range(MAX_HOPS):
+            if facts.reason != "ERR_DUP" or not facts.first:
+                break
             first = await self.find(conn, facts.first)
             if first is None:
                 return Verdict(False, "ERR_NO_CLICK", facts)

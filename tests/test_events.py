@@ -385,3 +385,28 @@ async def test_an_order_on_a_click_still_in_flight_is_retried_not_judged(
     assert (await post(client, order(stale))).json()["reason"] == "ERR_NO_CLICK"
     future = new_click_id(now_ms() + 60_000)
     assert (await post(client, order(future))).json()["reason"] == "ERR_NO_CLICK"
+
+
+async def test_an_order_on_a_repeat_of_a_displaced_first_goes_to_the_first_of_all(
+    app: Starlette, client: httpx.AsyncClient, code: Maker
+) -> None:
+    # E arrived late and became the first; F, once the first, is now its repeat; Redis still says
+    # X repeats F (X is not in Postgres yet). The order on X counts for E.
+    from service.clicks import Click
+    from service.devices import device_hash
+    from service.store import clicks as click_sql
+
+    c = await code()
+    ctx = app.state.ctx
+    at = now_ms() - 5_000
+    device = device_hash(uid("d"))
+    early = Click(new_click_id(at), at, c["code"], c["seller_id"], c["product_id"], "", device, "", "", "")
+    was_first = Click(new_click_id(at + 1000), at + 1000, c["code"], c["seller_id"], c["product_id"], "ERR_DUP",
+                      device, "", "", "", early.click_id)
+    async with ctx.pool.acquire() as conn:
+        await click_sql.write_batch(conn, [early.record(), was_first.record()])
+    x = new_click_id(at + 2000)
+    await ctx.redis.hset(keys.attribution_key(ctx.settings.redis_prefix, x), x,
+                         keys.attribution_value(at + 2000, "ERR_DUP", was_first.click_id, c["code"], c["seller_id"]))
+    r = await post(client, order(x))
+    assert (r.json()["status"], r.json()["click_id"]) == ("attributed", early.click_id)
