@@ -166,8 +166,9 @@ async def stored(code: str) -> tuple[int, int, float, float]:
         await redis.aclose()
 
 
-async def writer_bench(n: int) -> float:
-    """Clicks/s of one writer draining n clicks already in the streams."""
+async def writer_bench(n: int, in_doubt: bool = False) -> float:
+    """Clicks/s of one writer draining n clicks already in the streams: as on a Redis that has
+    run for hours, or (in_doubt) within a doubt span, every click's repeats judged in Postgres."""
     sys.path.insert(0, str(ROOT))
     from service.clicks import Click, ClickLog, new_click_id, now_ms
     from service.devices import device_hash
@@ -178,6 +179,8 @@ async def writer_bench(n: int) -> float:
     prefix = f"wbench{uuid.uuid4().hex[:6]}:"
     await postgres.migrate(DATABASE_URL)
     redis = aioredis.Redis.from_url(REDIS_URL)
+    if not in_doubt:  # an epoch two hours old and no doubt span: Redis's verdicts stand
+        await redis.set(f"{prefix}epoch", str(int(time.time() * 1000) - 7_200_000))
     pool = await postgres.create_pool(DATABASE_URL, max_size=2)
     log = ClickLog(resp.Connection(REDIS_URL), prefix, 3600, 1800, Spool("/tmp/mcode-bench-spool"))
     at = now_ms()
@@ -239,6 +242,8 @@ async def main() -> None:
         for _ in range(args.rounds):
             rate = await writer_bench(args.writer_clicks)
             print(f"writer: {rate:,.0f} clicks/s ({args.writer_clicks} clicks, one writer)", flush=True)
+            rate = await writer_bench(args.writer_clicks, in_doubt=True)
+            print(f"writer, every click judged in Postgres (a doubt span): {rate:,.0f} clicks/s", flush=True)
         return
     redis_proc = None
     if args.redis_conf:
