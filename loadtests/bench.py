@@ -123,6 +123,9 @@ async def reset_stores() -> None:
     await conn.close()
     redis = aioredis.Redis.from_url(REDIS_URL)
     await redis.flushdb()
+    # As a Redis that has run for hours: an epoch older than a dedup window, so its verdicts stand
+    # (a fresh one has the writers judge every click again in Postgres for an hour).
+    await redis.set(f"{PREFIX}epoch", str(int(time.time() * 1000) - 7_200_000))
     await redis.aclose()
     shutil.rmtree("/tmp/mcode-bench-spool", ignore_errors=True)
 

@@ -489,6 +489,8 @@ async def test_a_repeat_redis_forgot_is_stored_as_a_repeat_and_its_order_goes_to
     await ctx.redis.delete(*[k async for k in ctx.redis.scan_iter(match=f"{prefix}*")])
     again = click_id_of(await client.get(f"/e/{c['code']}", headers=BUYER))
     assert again != first  # Redis could not know
+    assert not ctx.click_log.redis_down  # the log script took it, making a new epoch, not the spool
+    assert await keys.doubt(ctx.redis, prefix) is not None
     await drain(app)
     async with ctx.pool.acquire() as conn:
         rows = await conn.fetch("SELECT click_id, reason, original_click_id FROM clicks WHERE code = $1 "

@@ -139,17 +139,17 @@ local function ensure_epoch(prefix, window_ms)
   widen_doubt(prefix .. 'doubt', now - LOST_EPOCH_BACK_MS, now + window_ms)
   return epoch
 end
-"""
+""".replace("LOST_EPOCH_BACK_MS", str(LOST_EPOCH_BACK_MS))
 
 # ARGV: prefix, dedup window ms, then optionally from ms and until ms of a span to doubt.
 # Returns the epoch.
-EPOCH_SCRIPT = (_WIDEN_DOUBT + """
+EPOCH_SCRIPT = _WIDEN_DOUBT + """
 local epoch = ensure_epoch(ARGV[1], tonumber(ARGV[2]))
 if ARGV[3] then
   widen_doubt(ARGV[1] .. 'doubt', tonumber(ARGV[3]), tonumber(ARGV[4]))
 end
 return epoch
-""").replace("LOST_EPOCH_BACK_MS", str(LOST_EPOCH_BACK_MS))
+"""
 
 LOG_SCRIPT = _WIDEN_DOUBT + """
 local n, runs = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -193,7 +193,7 @@ else
 end
 redis.call('INCRBY', ARGV[4], n)
 return repeats
-""".replace("LOST_EPOCH_BACK_MS", str(LOST_EPOCH_BACK_MS))
+"""
 
 # ARGV: prefix, stream, consumer group, then pairs of (entry id, clicks in it). Acknowledges the entries and
 # deletes them; only an entry this call really deleted is taken off the backlog, so a batch
