@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from service import metrics
 from service.codes import UTM_FIELDS
+from service.outages import Outage
 from service.urls import HostPolicy, host_of, landing_parts
 
 log = logging.getLogger("mcode.records")
@@ -74,6 +75,7 @@ class Records:
         self.cache: dict[str, tuple[float, CodeRecord | None, bool]] = {}
         self.loading: dict[str, asyncio.Future[CodeRecord | None]] = {}
         self.copying: set[asyncio.Task[None]] = set()
+        self.outage = Outage("postgres", "redirects (records from memory or Redis meanwhile)", log)
 
     async def get(self, code: str) -> tuple[CodeRecord | None, bool]:
         """(record or None when the code does not exist, whether its host is still allowed)."""
@@ -107,9 +109,9 @@ class Records:
             async with asyncio.timeout(POSTGRES_TIMEOUT_S), self.pool.acquire() as conn:
                 row = await conn.fetchrow(RECORD_SQL, code)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            metrics.DEPENDENCY_ERRORS.labels("postgres").inc()
-            log.warning("postgres unavailable resolving %s: %s: %s", code, type(exc).__name__, exc)
+            self.outage.failed(exc)
             return stale or await self._from_redis(code)
+        self.outage.ok()
         record = _record(dict(row)) if row else None
         # Kept in Redis beside the redirect, not before it: the buyer never waits on the copy.
         task = asyncio.get_running_loop().create_task(self._to_redis(code, record))

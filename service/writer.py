@@ -26,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from service import dedup, metrics
 from service.clicks import ROW_COLUMNS, spooled_clicks
+from service.outages import Outage
 from service.spool import Spool
 from service.store import clicks as sql
 from service.store import redis as keys
@@ -180,17 +181,20 @@ class Writer:
     async def run(self) -> None:
         """Write until stop() is called; a batch already read is committed before returning."""
         log.info("click writer %s started", self.name)
+        postgres_outage = Outage("postgres", f"writer {self.name} (clicks wait in the stream)", log)
+        redis_outage = Outage("redis", f"writer {self.name}", log)
         while not self.stopping.is_set():
             try:
-                if await self.step() < LINGER_BELOW:
+                written = await self.step()
+                postgres_outage.ok()
+                redis_outage.ok()
+                if written < LINGER_BELOW:
                     await self._pause(LINGER_S)
             except PostgresUnavailable as exc:
-                metrics.DEPENDENCY_ERRORS.labels("postgres").inc()
-                log.warning("writer: postgres unavailable, clicks wait in the stream: %s", exc)
+                postgres_outage.failed(exc)
                 await self._pause()
             except (RedisError, OSError) as exc:
-                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-                log.warning("writer: redis unavailable: %s: %s", type(exc).__name__, exc)
+                redis_outage.failed(exc)
                 await self._pause()
         log.info("click writer %s stopped", self.name)
 
