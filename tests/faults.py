@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,16 +124,23 @@ class OwnPostgres:
         found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
         initdb = found[-1] if found else Path(shutil.which("initdb") or "initdb")
         self.bin = initdb.parent
-        folder = self.folder = folder.resolve()
         self.port = free_port()
         self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_postgres:
+            # The postgres user must reach the folder, and a work tree can sit below one it cannot
+            # enter (a 0700 temporary folder, a home): /tmp it can, so the cluster lives there.
+            tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+            folder = Path(tempfile.gettempdir()) / f"mcode-own-pg-{tag}"
+        folder = self.folder = folder.resolve()
         if not (folder / "PG_VERSION").exists():
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
             if self.as_postgres:
                 shutil.chown(folder, "postgres")
-            subprocess.run([*self.as_postgres, str(self.bin / "initdb"), "-D", str(folder), "-U", "postgres",
-                            "--auth=trust", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+            done = subprocess.run([*self.as_postgres, str(self.bin / "initdb"), "-D", str(folder), "-U", "postgres",
+                                   "--auth=trust", "-E", "UTF8", "--no-sync"], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"initdb failed: {done.stderr.strip()}")
 
     @staticmethod
     def available() -> bool:
