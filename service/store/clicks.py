@@ -172,7 +172,7 @@ async def write_rows(conn: asyncpg.Connection, rows: Sequence[bytes], columns: S
 JUDGEMENT_LOCK = 0x6D636B6A75
 
 # The valid clicks and repeats of some (code, device) pairs within a time range: the writer's
-# evidence for judging repeats (index clicks_device).
+# evidence for judging repeats (the hash index clicks_device on the device).
 _AROUND = """
 SELECT c.code, c.device_hash, c.click_id, c.clicked_at, c.reason, c.original_click_id
 FROM unnest($1::text[], $2::text[]) AS k(code, device_hash)
