@@ -100,16 +100,17 @@ async def json_object(request: Request, limit: int) -> dict[str, Any]:
     return parse_object(await read_body(request, limit))
 
 
-def parse_object(body: bytes) -> dict[str, Any]:
-    data = parse_json(body, "body is not valid JSON (send Content-Type: application/json)")
+def parse_object(body: bytes, check_text: bool = True) -> dict[str, Any]:
+    data = parse_json(body, "body is not valid JSON (send Content-Type: application/json)", check_text)
     if not isinstance(data, dict):
         raise ApiError("ERR_400", "body must be a JSON object")
     return data
 
 
-def parse_json(text: str | bytes, unparseable: str) -> Any:
-    """A JSON document no deeper than MAX_DEPTH whose every text Postgres can store: ERR_400
-    (`unparseable`, or too deep) or ERR_422 naming the field with unstorable text."""
+def parse_json(text: str | bytes, unparseable: str, check_text: bool = True) -> Any:
+    """A JSON document no deeper than MAX_DEPTH whose every text Postgres can store (unless the
+    caller checks the fields it reads itself): ERR_400 (`unparseable`, or too deep) or ERR_422
+    naming the field with unstorable text."""
     try:
         data = json.loads(text)
     except RecursionError:
@@ -120,7 +121,7 @@ def parse_json(text: str | bytes, unparseable: str) -> Any:
     while stack:  # a loop, not recursion: the document may be as deep as the parser allows
         value, path, depth = stack.pop()
         if isinstance(value, str):
-            if not storable(value):
+            if check_text and not storable(value):
                 raise invalid({path or "body": UNSTORABLE})
             continue
         if isinstance(value, dict):
@@ -133,7 +134,7 @@ def parse_json(text: str | bytes, unparseable: str) -> Any:
             raise ApiError("ERR_400", f"JSON nested deeper than {MAX_DEPTH} levels")
         for key, item in items:
             name = f"{path}.{key}" if path else str(key)
-            if not storable(name):
+            if check_text and not storable(name):
                 raise invalid({"body": f"a field name {UNSTORABLE}"})
             stack.append((item, name, depth + 1))
     return data

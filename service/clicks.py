@@ -203,6 +203,7 @@ class ClickLog:
         self.spooled = 0  # clicks spooled since Redis was last seen answering
         self.probe: asyncio.Task[None] | None = None
         self.replaying: asyncio.Task[int] | None = None
+        self.checking: asyncio.Task[None] | None = None
         self.recent: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=RESEND_MAX)
         self.epoch: bytes | None = None
         self.resend: list[tuple[float, str, str]] = []  # batches to send again, oldest first
@@ -257,6 +258,8 @@ class ClickLog:
         while self.recent and self.recent[0][0] < now - RESEND_S:
             self.recent.popleft()
         firsts = {int(repeats[i]): repeats[i + 1] for i in range(0, len(repeats), 2)}
+        if 0 in firsts and self.epoch is not None:  # Redis lost its data without a failed call (a flush)
+            self.check_soon()
         for line, (_, _, future) in enumerate(batch, 1):
             if not future.done():
                 first = firsts.get(line, VALID)
@@ -295,14 +298,14 @@ class ClickLog:
                     await self.redis.call("PING")
             except (RedisError, OSError, TimeoutError):
                 continue
+            try:  # doubt from a second before the outage began, in wall-clock time
+                await self.check_epoch(now_ms() - int((time.monotonic() - self.down_since + 1) * 1000))
+            except (RedisError, OSError, TimeoutError):
+                continue  # down again: the next answer checks again, from the same start
             log.warning("redis answers again after %.1f s: clicks go back to it; %d were spooled meanwhile",
                         time.monotonic() - self.down_since, self.spooled)
             self.redis_down = False
             self.spooled = 0
-            try:  # from a second before the outage began, in wall-clock time
-                await self.check_epoch(now_ms() - int((time.monotonic() - self.down_since + 1) * 1000))
-            except (RedisError, OSError, TimeoutError):
-                continue  # down again: the next answer checks again
             self.replay_soon()
             return
 
@@ -357,6 +360,17 @@ class ClickLog:
                     await self.redis.evalsha(self.script, *self._arguments(batch))
                 self.resend.pop(0)
 
+    def check_soon(self) -> None:
+        """Check the epoch (and send recent clicks again) in the background."""
+        if self.checking is None or self.checking.done():
+            self.checking = asyncio.get_running_loop().create_task(self._check())
+
+    async def _check(self) -> None:
+        try:
+            await self.check_epoch()
+        except (RedisError, OSError, TimeoutError):
+            self._mark_down()  # the probe checks again once Redis answers
+
     def replay_soon(self) -> None:
         """Put the host's spooled clicks back into Redis, in the background."""
         if self.replaying is None or self.replaying.done():
@@ -372,6 +386,10 @@ class ClickLog:
         for number, path in enumerate(paths):
             try:
                 clicks = await asyncio.to_thread(spooled_clicks, path)
+                if clicks:  # a file may be older than this process's outage: the writers judge its span
+                    async with asyncio.timeout(REPLAY_TIMEOUT_S):
+                        await self.redis.evalsha(self.epoch_script, self.prefix, self.dedup_ttl * 1000,
+                                                 clicks[0][0].at_ms - 1000, now_ms() + self.dedup_ttl * 1000)
                 for start in range(0, len(clicks), MAX_BATCH):
                     batch = [(c, dedup, None) for c, dedup in clicks[start:start + MAX_BATCH]]
                     self.shard = (self.shard + 1) % keys.STREAM_SHARDS
@@ -400,8 +418,9 @@ class ClickLog:
             await asyncio.gather(*self.pumps, return_exceptions=True)
         if self.probe is not None:
             self.probe.cancel()
-        if self.replaying is not None:
-            await asyncio.gather(self.replaying, return_exceptions=True)
+        for task in (self.replaying, self.checking):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
 
 
 def now_ms() -> int:

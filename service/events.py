@@ -241,7 +241,9 @@ async def post_event(request: Request) -> Response:
     data: Any = None
     try:
         verify_signature(request.headers.get("mcode-signature"), raw, ctx.settings.event_secrets, time.time())
-        data = parse_object(raw)
+        # Order systems send more than we read: text we never store is not judged (every field
+        # validate() reads must be printable, which NUL and lone surrogates are not).
+        data = parse_object(raw, check_text=False)
         response = await _record(ctx, validate(data, datetime.now(UTC)), _body_hash(data))
     except ApiError:
         if (kind := _type_label(data)) is not None:

@@ -410,3 +410,15 @@ async def test_an_order_on_a_repeat_of_a_displaced_first_goes_to_the_first_of_al
                          keys.attribution_value(at + 2000, "ERR_DUP", was_first.click_id, c["code"], c["seller_id"]))
     r = await post(client, order(x))
     assert (r.json()["status"], r.json()["click_id"]) == ("attributed", early.click_id)
+
+
+async def test_unstorable_text_in_a_field_we_do_not_read_does_not_lose_the_order(
+    client: httpx.AsyncClient, code: Maker
+) -> None:
+    _, click_id = await a_click(client, code)
+    body = json.dumps(order(click_id, note="half an emoji \ud83d and a \x00")).encode()
+    r = await client.post("/v1/events", content=body, headers=signed(body))
+    assert (r.status_code, r.json()["status"]) == (201, "attributed")
+    body = json.dumps(order(click_id, order_id="o-\x00")).encode()
+    r = await client.post("/v1/events", content=body, headers=signed(body))
+    assert (r.status_code, list(r.json()["error"]["fields"])) == (422, ["order_id"])

@@ -130,14 +130,14 @@ end
 local function ensure_epoch(prefix, window_ms)
   local epoch = redis.call('GET', prefix .. 'epoch')
   if epoch then
-    return epoch
+    return epoch, false
   end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   epoch = string.format('%.0f', now)
   redis.call('SET', prefix .. 'epoch', epoch)
   widen_doubt(prefix .. 'doubt', now - LOST_EPOCH_BACK_MS, now + window_ms)
-  return epoch
+  return epoch, true
 end
 """.replace("LOST_EPOCH_BACK_MS", str(LOST_EPOCH_BACK_MS))
 
@@ -153,7 +153,7 @@ return epoch
 
 LOG_SCRIPT = _WIDEN_DOUBT + """
 local n, runs = tonumber(ARGV[6]), tonumber(ARGV[7])
-ensure_epoch(string.sub(ARGV[4], 1, -8), tonumber(ARGV[1]) * 1000)  -- the backlog key is <prefix>backlog
+local _, new_epoch = ensure_epoch(string.sub(ARGV[4], 1, -8), tonumber(ARGV[1]) * 1000)  -- ARGV[4]: <prefix>backlog
 local records = 8 + 2 * runs
 local dedup_keys = records + 2 * n
 local repeats, marks = {}, {}
@@ -166,9 +166,12 @@ for line = 1, n do
       -- mark is its own (a call that timed out but ran, then the same click again from the spool)
       local first = redis.call('GET', dkey)
       if first > ARGV[at] then
-        -- the mark is a later click's (this one comes late, from a spool or sent again): this is
-        -- the first click, and the writer makes the later one its repeat in Postgres
+        -- the mark is a later click's (this one comes late: from a spool, sent again, or merely
+        -- overtaken by its repeat on another worker): this is the first click. Both were answered
+        -- as valid, so the writers judge the span between them again and make the later the repeat.
         redis.call('SET', dkey, ARGV[at], 'XX', 'KEEPTTL')
+        widen_doubt(string.sub(ARGV[4], 1, -8) .. 'doubt', tonumber(string.sub(ARGV[at], 1, 12), 16) - 1000,
+                    tonumber(string.sub(first, 1, 12), 16) + tonumber(ARGV[1]) * 1000)
       elseif first ~= ARGV[at] then
         local value = ARGV[at + 1]
         ARGV[at + 1] = string.sub(value, 1, 14) .. 'ERR_DUP|' .. first .. string.sub(value, 16)
@@ -192,6 +195,11 @@ else
   redis.call('XADD', ARGV[3], '*', 'n', n, 'c', ARGV[5])
 end
 redis.call('INCRBY', ARGV[4], n)
+if new_epoch then
+  -- line 0: Redis had lost its data (or is new): the caller sends its recent clicks again
+  repeats[#repeats + 1] = 0
+  repeats[#repeats + 1] = 'epoch'
+end
 return repeats
 """
 
