@@ -8,7 +8,9 @@ from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -83,7 +85,8 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 # Failures that say a dependency is down or stalled, not that the request or our code is wrong:
 # the client is told to retry (503, Retry-After), and the log gets a line, not a traceback.
 UNAVAILABLE = (ConnectionError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-               asyncpg.OperatorInterventionError, asyncpg.TooManyConnectionsError, RedisError)
+               asyncpg.OperatorInterventionError, asyncpg.TooManyConnectionsError, RedisConnectionError,
+               RedisTimeoutError)
 RETRY_AFTER_S = 5
 # At most one log line per dependency this often while it stays down, with the count since the last.
 LOG_EVERY_S = 10.0

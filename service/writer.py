@@ -186,7 +186,8 @@ class Writer:
         while not self.stopping.is_set():
             try:
                 written = await self.step()
-                postgres_outage.ok()
+                if written:  # an idle step may not have touched Postgres at all
+                    postgres_outage.ok()
                 redis_outage.ok()
                 if written < LINGER_BELOW:
                     await self._pause(LINGER_S)
