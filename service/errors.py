@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import metrics
+from service.outages import ThrottledOutages
 
 log = logging.getLogger("mcode")
 
@@ -88,26 +88,9 @@ UNAVAILABLE = (ConnectionError, TimeoutError, asyncpg.PostgresConnectionError, a
                asyncpg.OperatorInterventionError, asyncpg.TooManyConnectionsError, RedisConnectionError,
                RedisTimeoutError)
 RETRY_AFTER_S = 5
-# At most one log line per dependency this often while it stays down, with the count since the last.
-LOG_EVERY_S = 10.0
-
-
-class Outages:
-    def __init__(self) -> None:
-        self.logged_at: dict[str, float] = {}
-        self.unlogged: dict[str, int] = {}
-
-    def note(self, dependency: str, exc: BaseException, now: float) -> None:
-        metrics.DEPENDENCY_ERRORS.labels(dependency).inc()
-        self.unlogged[dependency] = self.unlogged.get(dependency, 0) + 1
-        if now - self.logged_at.get(dependency, -LOG_EVERY_S) >= LOG_EVERY_S:
-            log.warning("%s unavailable (%s: %s): %d request(s) answered 503 since the last such line",
-                        dependency, type(exc).__name__, exc, self.unlogged[dependency])
-            self.logged_at[dependency] = now
-            self.unlogged[dependency] = 0
-
-
-OUTAGES = Outages()
+# API requests have no moment that proves a dependency back, so their outage is told at most
+# once every 10 s, with the requests answered 503 since.
+OUTAGES = ThrottledOutages(log, "request(s) answered 503")
 
 
 async def handle_unavailable(request: Request, exc: Exception) -> Response:
