@@ -157,6 +157,7 @@ class Writer:
         self.prefix = prefix
         self.streams = keys.stream_keys(prefix)
         self.ack = redis.register_script(keys.ACK_SCRIPT)
+        self.epoch_script = redis.register_script(keys.EPOCH_SCRIPT)
         self.rejects = keys.rejects_key(prefix)
         self.spool = spool
         self.window_ms = dedup_window_s * 1000
@@ -248,7 +249,7 @@ class Writer:
     async def commit(self, stream: bytes | str, entries: Sequence[Entry]) -> int:
         """Store and acknowledge entries; returns the clicks they held that Postgres took."""
         rows = decode(entries)
-        new, bad = await self.store(rows, await keys.doubt(self.redis, self.prefix))
+        new, bad = await self.store(rows, None)
         if bad:
             await self._set_aside(bad)
         await self.ack(args=[self.prefix, stream, keys.WRITER_GROUP, *sizes(entries)])
@@ -257,19 +258,25 @@ class Writer:
 
     async def store(self, rows: Sequence[bytes], doubt: tuple[int, int] | None) -> tuple[int, list[bytes]]:
         """Store the rows in one transaction, having judged again the repeats of those stamped
-        within `doubt` (ms); returns how many were new, and the rows Postgres refused.
+        within `doubt` (ms; None: the doubt span Redis holds now); returns how many were new,
+        and the rows Postgres refused.
 
         Outside a doubt span Redis's verdicts stand (it saw every first click), and commits
         share the judgement lock; a commit that judges takes it alone, so it sees every click
-        committed before it and every commit after it sees it."""
-        async with postgres(self.pool) as conn, conn.transaction():
-            candidates = _in_doubt(rows, doubt)
-            await sql.lock_judgement(conn, exclusive=bool(candidates))
-            rows = await self.judged(conn, rows, candidates)
-            try:
-                return await sql.write_rows(conn, rows, ROW_COLUMNS), []
-            except REJECTED:
-                return await self._one_by_one(conn, rows)
+        committed before it and every commit after it sees it. The span is read again once the
+        shared lock is held: a judging commit may have opened it meanwhile."""
+        while True:
+            async with postgres(self.pool) as conn, conn.transaction():
+                span = doubt or await keys.doubt(self.redis, self.prefix)
+                candidates = _in_doubt(rows, span)
+                await sql.lock_judgement(conn, exclusive=bool(candidates))
+                if not candidates and doubt is None and _in_doubt(rows, await keys.doubt(self.redis, self.prefix)):
+                    continue  # a span opened since: roll back and judge, alone
+                judged = await self.judged(conn, rows, candidates)
+                try:
+                    return await sql.write_rows(conn, judged, ROW_COLUMNS), []
+                except REJECTED:
+                    return await self._one_by_one(conn, judged)
 
     async def judged(self, conn: asyncpg.Connection, rows: Sequence[bytes],
                      candidates: list[tuple[int, dedup.Key, str]]) -> list[bytes]:
@@ -357,6 +364,11 @@ class Writer:
             try:
                 clicks = await asyncio.to_thread(spooled_clicks, path)  # a web worker's loop must not wait on the disk
                 if clicks:  # a valid click is a repeat candidate: the dedup flag says no more than that
+                    # repeats of these answered meanwhile must be judged too, by whichever writer; with
+                    # Redis down the click log opens that span itself once Redis answers again
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.epoch_script(args=[self.prefix, self.window_ms, clicks[0][0].at_ms - 1000,
+                                                      int(time.time() * 1000) + self.window_ms])
                     _, bad = await self.store([c.row().encode() for c, _ in clicks], EVERY_CLICK)
                     if bad:
                         await self._set_aside(bad)
