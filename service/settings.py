@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # Where a buyer's error page leads onward; held to the product URL rules.
     fallback_url: str = "https://www.aliexpress.com/"
     embedded_writer: bool = True
+    # Click streams (shards of the click log), spread over Redis Cluster's slots by hash tag;
+    # every writer reads every one through one consumer group.
+    click_streams: int = Field(default=16, ge=1, le=1024)
+    # Raw clicks older than this are dropped a whole day partition at a time (rollups stay).
+    click_retention_days: int = Field(default=400, ge=1)
 
     # How long a worker trusts its in-process copy of a code, seller or product;
     # the SPEC promises changes reach redirects within 5 s.
