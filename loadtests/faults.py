@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -45,6 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from service.auth import sign  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from service.store import redis as keys  # noqa: E402
+from tests.cluster import LocalCluster  # noqa: E402
 from tests.faults import OwnPostgres, OwnRedis, free_port  # noqa: E402
 
 LOCAL = ROOT / ".local" / "faults"
@@ -84,7 +88,7 @@ class Run:
 class Service:
     """The service as deployed: uvicorn with 2 workers, and a separate writer when asked."""
 
-    def __init__(self, pg: OwnPostgres, redis: OwnRedis, embedded_writer: bool, local: Path) -> None:
+    def __init__(self, pg: OwnPostgres, redis: OwnRedis | LocalCluster, embedded_writer: bool, local: Path) -> None:
         self.port = free_port()
         self.env = os.environ | {
             "MCODE_ENV": "prod", "MCODE_DATABASE_URL": pg.url, "MCODE_REDIS_URL": redis.url,
@@ -230,7 +234,7 @@ async def make_code(client: httpx.AsyncClient) -> str:
     return str(r.json()["code"])
 
 
-Fault = Callable[[OwnPostgres, OwnRedis, Service, float], Awaitable[None]]
+Fault = Callable[[OwnPostgres, Any, Service, float], Awaitable[None]]
 
 
 @dataclass
@@ -240,6 +244,7 @@ class Scenario:
     seconds: float  # how long the fault lasts
     appendonly: bool = False
     embedded_writer: bool = True
+    cluster: bool = False  # a local Redis Cluster (3 masters, 3 replicas, AOF) instead of one node
 
 
 async def stop_postgres(pg: OwnPostgres, redis: OwnRedis, service: Service, seconds: float) -> None:
@@ -269,6 +274,23 @@ async def kill_writer(pg: OwnPostgres, redis: OwnRedis, service: Service, second
     service.start_writer()
 
 
+async def kill_master(pg: OwnPostgres, cluster: LocalCluster, service: Service, seconds: float) -> None:
+    """SIGKILL a master: its replica takes over (a second of node timeout, then an election); the
+    old master comes back after `seconds` and rejoins as a replica."""
+    started = time.monotonic()
+    victim = cluster.masters()[0]
+    followers = await asyncio.to_thread(cluster.kill, victim)
+    await asyncio.to_thread(cluster.wait_failover, followers)
+    await asyncio.sleep(max(0.0, seconds - (time.monotonic() - started)))
+    await asyncio.to_thread(cluster.restart, victim)
+
+
+async def reshard(pg: OwnPostgres, cluster: LocalCluster, service: Service, seconds: float) -> None:
+    """Move a third of one master's slots (keys and all) to another with redis-cli while clicks flow."""
+    source, target, *_ = cluster.masters()
+    await asyncio.to_thread(cluster.reshard, source, target, 2000)
+
+
 SCENARIOS = [
     Scenario("postgres stopped 30 s", stop_postgres, 30),
     Scenario("redis SIGKILL, restarted after 10 s, no AOF", kill_redis, 10),
@@ -276,6 +298,8 @@ SCENARIOS = [
     Scenario("redis CLIENT PAUSE 5 s", pause_redis, 5),
     Scenario("redis CLIENT PAUSE 5 s, writer apart", pause_redis, 5, embedded_writer=False),
     Scenario("mcode writer kill -9, restarted after 20 s", kill_writer, 20, embedded_writer=False),
+    Scenario("cluster: a master SIGKILL, its replica promoted", kill_master, 10, cluster=True),
+    Scenario("cluster: 2000 slots resharded under load", reshard, 0, cluster=True),
 ]
 
 
@@ -302,11 +326,14 @@ async def run_scenario(scenario: Scenario, rate: int, warmup_s: float = WARMUP_S
                        local: Path = LOCAL) -> dict[str, object]:
     await asyncio.to_thread(local.mkdir, parents=True, exist_ok=True)
     pg = OwnPostgres(local / "pg").start()
-    redis = OwnRedis(local / "redis", appendonly=scenario.appendonly).start()
+    redis: OwnRedis | LocalCluster = (LocalCluster(local / "cluster") if scenario.cluster
+                                      else OwnRedis(local / "redis", appendonly=scenario.appendonly)).start()
     # A Redis that has run for hours, as in production: its verdicts stand until a fault puts
     # them in doubt (a fresh one would have every click judged again in Postgres for an hour).
-    admin = aioredis.Redis.from_url(redis.url)
-    await admin.set("mc:epoch", str(int(time.time() * 1000) - 7_200_000))
+    admin = await keys.client(redis.url)
+    shards = keys.Shards("mc:", Settings.model_fields["click_streams"].default)
+    for shard in range(shards.count):
+        await admin.set(shards.epoch(shard), str(int(time.time() * 1000) - 7_200_000))
     await admin.aclose()
     conn = await asyncpg.connect(pg.url.replace("/mcode", "/postgres"))
     await conn.execute("DROP DATABASE IF EXISTS mcode WITH (FORCE)")

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from service import metrics
 from service.clicks import VALID, click_time
@@ -56,9 +55,10 @@ class Clicks:
     judged inside its own transaction, and a second connection from the same pool per event
     could exhaust the pool while every holder waits for one more."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, window_s: int, skew_s: int) -> None:
+    def __init__(self, redis: keys.Client, shards: keys.Shards, window_s: int, skew_s: int) -> None:
         self.redis = redis
-        self.prefix = prefix
+        self.shards = shards
+        self.prefix = shards.prefix
         self.window = timedelta(seconds=window_s)
         # An order system's clock may run behind ours, and whole-second stamps round an order
         # in the click's own second down to before it.
@@ -79,15 +79,16 @@ class Clicks:
                               row["code"], row["seller_id"])
         try:
             # bounded: the event holds a pooled Postgres connection meanwhile
-            async with asyncio.timeout(REDIS_TIMEOUT_S), self.redis.pipeline(transaction=False) as pipe:
-                pipe.hget(keys.attribution_key(self.prefix, click_id), click_id)
-                pipe.hget(keys.legacy_attribution_key(self.prefix, click_id), click_id)
-                current, legacy = await pipe.execute()
-        except (RedisError, OSError, TimeoutError):
+            # the shard the id names; a release before shards kept it elsewhere (a rolling deploy)
+            places = [key for key in (self.shards.attribution_key(click_id),
+                                      keys.legacy_attribution_key(self.prefix, click_id)) if key is not None]
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                found = await asyncio.gather(*(self.redis.hget(place, click_id) for place in places))
+        except (RedisError, RedisClusterException, OSError, TimeoutError):
             metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             # The click may be answered but not yet in Postgres: saying "no click" could be wrong.
             raise ApiError("ERR_503", "clicks cannot be looked up right now; retry this event") from None
-        value = current if current is not None else legacy
+        value = next((v for v in found if v is not None), None)
         if value is not None:
             text = value.decode() if isinstance(value, bytes) else str(value)
             at_ms, reason, first, code, seller = text.split("|", 4)

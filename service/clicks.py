@@ -69,10 +69,11 @@ class _RandomHex:
 _random_hex = _RandomHex()
 
 
-def new_click_id(now_ms: int) -> str:
-    """12 hex digits of milliseconds, then 64 random bits: time-ordered, unguessable, and
-    the time can be read back to find the click's day partition."""
-    return f"{now_ms:012x}{_random_hex()}"
+def new_click_id(now_ms: int, shard: int = 0) -> str:
+    """12 hex digits of milliseconds, 52 random bits, and 3 hex digits of the click's shard:
+    time-ordered, unguessable, the time can be read back to find the click's day partition, and
+    the shard to find its attribution record."""
+    return f"{now_ms:012x}{_random_hex()[:13]}{shard:03x}"
 
 
 def click_time(click_id: str) -> datetime:
@@ -180,35 +181,46 @@ def spooled_clicks(path: Path) -> list[tuple[Click, bool]]:
     return sorted(clicks, key=lambda pair: pair[0].at_ms)
 
 
-class ClickLog:
-    """Logs the clicks of an event-loop tick with one script call; at most MAX_INFLIGHT calls
-    at once. Clicks that arrive while all are in flight wait for the next free one (group
-    commit), so under load batches grow by themselves and the client's per-call cost is paid
-    once for many clicks, while a burst cannot pile up calls that time out."""
+Batch = list[tuple["Click", bool, asyncio.Future[str]]]
+Part = tuple[int, Sequence[tuple["Click", bool, object]]]
 
-    def __init__(self, redis: resp.Connection, prefix: str, dedup_window_s: int, attribution_window_s: int,
+
+class ClickLog:
+    """Logs the clicks of an event-loop tick with one script call (on Redis Cluster, one per
+    shard among them, all in flight at once); at most MAX_INFLIGHT batches at once. Clicks that
+    arrive while all are in flight wait for the next free one (group commit), so under load
+    batches grow by themselves and the client's per-call cost is paid once for many clicks,
+    while a burst cannot pile up calls that time out."""
+
+    def __init__(self, redis: resp.Redis, shards: keys.Shards, dedup_window_s: int, attribution_window_s: int,
                  spool: Spool) -> None:
         self.redis = redis
-        self.prefix = prefix
-        self.backlog_key = keys.backlog_key(prefix)
+        self.shards = shards
+        self.prefix = shards.prefix
         self.spool = spool
         self.dedup_ttl = dedup_window_s
         # a bucket's hash lives as long as its last click needs it
         self.attribution_ttl = attribution_window_s + ATTRIBUTION_SLACK_S + keys.ATTRIBUTION_BUCKET_MS // 1000
         self.script = resp.Script(keys.LOG_SCRIPT)
         self.epoch_script = resp.Script(keys.EPOCH_SCRIPT)
-        self.shard = 0
         self.redis_down = False
         self.down_since = 0.0
         self.spooled = 0  # clicks spooled since Redis was last seen answering
         self.probe: asyncio.Task[None] | None = None
         self.replaying: asyncio.Task[int] | None = None
         self.checking: asyncio.Task[None] | None = None
-        self.recent: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=RESEND_MAX)
-        self.epoch: bytes | None = None
-        self.resend: list[tuple[float, str, str]] = []  # batches to send again, oldest first
-        self.pending: list[tuple[Click, bool, asyncio.Future[str]]] = []
+        # (time, shard, rows, dedup flags) of the parts Redis took lately
+        self.recent: collections.deque[tuple[float, int, str, str]] = collections.deque(maxlen=RESEND_MAX)
+        self.epochs: dict[int, bytes] = {}
+        self.resend: list[tuple[float, int, str, str]] = []  # parts to send again, oldest first
+        self.suspect: set[int] = set()  # shards whose master failed over: their recent parts go again
+        self.recheck = False  # something changed while a check ran: check again when it ends
+        self.checks = asyncio.Lock()  # one check (and its resending) at a time
+        self.pending: Batch = []
         self.pumps: set[asyncio.Task[None]] = set()
+
+    def new_click_id(self, at_ms: int, code: str, device_hash: str) -> str:
+        return new_click_id(at_ms, self.shards.of_device(code, device_hash))
 
     def log(self, click: Click, dedup: bool) -> asyncio.Future[str]:
         """Resolves, once the click is durable, to the first click's id for a repeat, else ''."""
@@ -234,15 +246,32 @@ class ClickLog:
             if task is not None:
                 self.pumps.discard(task)
 
-    async def _write(self, batch: list[tuple[Click, bool, asyncio.Future[str]]]) -> None:
-        self.shard = (self.shard + 1) % keys.STREAM_SHARDS
+    def parts(self, batch: Sequence[tuple[Click, bool, Any]]) -> list[Part]:
+        """The batch by shard, each part in the batch's order."""
+        by_shard: dict[int, list[tuple[Click, bool, Any]]] = {}
+        for item in batch:
+            by_shard.setdefault(self.shards.of_device(item[0].code, item[0].device_hash), []).append(item)
+        return list(by_shard.items())
+
+    async def _write(self, batch: Batch) -> None:
         if self.redis_down:
             await self._spool(batch)
             return
+        parts = self.parts(batch)
+        if self.redis.cluster:  # a call per shard, each to its own master
+            await asyncio.gather(*(self._call([part]) for part in parts))
+        else:
+            await self._call(parts)
+        if self.redis.cluster and self._failovers():
+            self.check_soon()
+
+    async def _call(self, parts: list[Part]) -> None:
+        """One script call for the parts; their clicks go to the spool if it fails."""
+        batch = cast(Batch, [item for _, items in parts for item in items])
         try:
-            arguments = self._arguments(batch)
+            call_keys, arguments = self._arguments(parts)
             async with asyncio.timeout(REDIS_TIMEOUT_S):
-                repeats = await self.redis.evalsha(self.script, *arguments)
+                repeats = await self.redis.evalsha(self.script, call_keys, *arguments)
         except (RedisError, OSError, TimeoutError) as exc:
             metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             log.warning("redis unavailable for %d clicks, spooling them locally: %s: %s", len(batch),
@@ -250,38 +279,67 @@ class ClickLog:
             self._mark_down()
             await self._spool(batch)
             return
-        # Kept as the batch's rows and flags, two strings: the garbage collector walks a Click per
+        # Kept as each part's rows and flags, two strings: the garbage collector walks a Click per
         # click (or a list per batch) again at every full collection, at buyers' expense (about
         # 14 us a click under load), and leaves strings alone.
         now = time.monotonic()
-        self.recent.append((now, cast(str, arguments[4]), "".join("d" if d else "-" for _, d, _ in batch)))
+        for (shard, items), rows in zip(parts, self._rows(arguments, parts), strict=True):
+            self.recent.append((now, shard, rows, "".join("d" if d else "-" for _, d, _ in items)))
         while self.recent and self.recent[0][0] < now - RESEND_S:
             self.recent.popleft()
         firsts = {int(repeats[i]): repeats[i + 1] for i in range(0, len(repeats), 2)}
-        if 0 in firsts and self.epoch is not None:  # Redis lost its data without a failed call (a flush)
+        if any(line < 0 for line in firsts):  # a shard lost its data without a failed call (a flush, a restart)
+            self.recheck = True
             self.check_soon()
         for line, (_, _, future) in enumerate(batch, 1):
             if not future.done():
                 first = firsts.get(line, VALID)
                 future.set_result(first.decode() if isinstance(first, bytes) else first)
 
-    def _arguments(self, batch: Sequence[tuple[Click, bool, object]]) -> list[resp.Arg]:
-        """LOG_SCRIPT's ARGV for a batch."""
-        runs: list[resp.Arg] = []
-        bucket = -1
-        for click, _, _ in batch:
-            if click.at_ms // keys.ATTRIBUTION_BUCKET_MS != bucket:
-                bucket = click.at_ms // keys.ATTRIBUTION_BUCKET_MS
-                runs += [keys.attribution_bucket(self.prefix, bucket), 0]
-            runs[-1] += 1  # type: ignore[operator]
-        args: list[resp.Arg] = [
-            self.dedup_ttl, self.attribution_ttl, keys.stream_key(self.prefix, self.shard), self.backlog_key,
-            "\n".join(c.row() for c, _, _ in batch), len(batch), len(runs) // 2, *runs,
-        ]
-        for c, _, _ in batch:
-            args += [c.click_id, keys.attribution_value(c.at_ms, c.reason, "", c.code, c.seller_id)]
-        args += [keys.dedup_key(self.prefix, c.code, c.device_hash) if dedup else "" for c, dedup, _ in batch]
-        return args
+    @staticmethod
+    def _rows(arguments: list[resp.Arg], parts: list[Part]) -> list[str]:
+        """The rows text of each part, as _arguments laid them out."""
+        out, at = [], 3
+        for _, items in parts:
+            out.append(cast(str, arguments[at]))
+            runs = cast(int, arguments[at + 4])
+            at += 5 + runs + 2 * len(items)
+        return out
+
+    def _arguments(self, parts: Sequence[Part]) -> tuple[list[resp.Arg], list[resp.Arg]]:
+        """LOG_SCRIPT's KEYS and ARGV for the parts."""
+        call_keys: list[resp.Arg] = []
+        args: list[resp.Arg] = [self.dedup_ttl, self.attribution_ttl, len(parts)]
+        for shard, items in parts:
+            lengths: list[int] = []
+            buckets: list[resp.Arg] = []
+            bucket = -1
+            for click, _, _ in items:
+                if click.at_ms // keys.ATTRIBUTION_BUCKET_MS != bucket:
+                    bucket = click.at_ms // keys.ATTRIBUTION_BUCKET_MS
+                    buckets.append(self.shards.attribution_bucket(shard, bucket))
+                    lengths.append(0)
+                lengths[-1] += 1
+            call_keys += [self.shards.streams[shard], self.shards.backlog(shard), self.shards.epoch(shard),
+                          self.shards.doubt(shard), *buckets]
+            call_keys += [self.shards.dedup(shard, c.code, c.device_hash) for c, dedup, _ in items if dedup]
+            args += ["\n".join(c.row() for c, _, _ in items), len(items),
+                     "".join("d" if dedup else "-" for _, dedup, _ in items), self.epochs.get(shard, b""),
+                     len(lengths), *lengths]
+            for c, _, _ in items:
+                args += [c.click_id, keys.attribution_value(c.at_ms, c.reason, "", c.code, c.seller_id)]
+        return call_keys, args
+
+    def _failovers(self) -> bool:
+        """A master replaced by its replica may have acknowledged clicks it never passed on: the
+        recent parts of its shards are to go again (check_epoch sends them)."""
+        slots = self.redis.failed_over()
+        lost = {shard for shard, tag in enumerate(self.shards.tags) if resp.slot(tag) in slots}
+        if lost:
+            log.warning("redis cluster failover: the clicks of the last %.0f s of %d shards go again",
+                        RESEND_S, len(lost))
+            self.suspect |= lost
+        return bool(lost)
 
     def _mark_down(self) -> None:
         if not self.redis_down:
@@ -294,10 +352,11 @@ class ClickLog:
         while True:
             await asyncio.sleep(REDIS_RETRY_S)
             try:
-                async with asyncio.timeout(REDIS_TIMEOUT_S):
-                    await self.redis.call("PING")
+                async with asyncio.timeout(REDIS_TIMEOUT_S * 5):  # every master of a cluster
+                    await self.redis.ping()
             except (RedisError, OSError, TimeoutError):
                 continue
+            self._failovers()
             try:  # doubt from a second before the outage began, in wall-clock time
                 await self.check_epoch(now_ms() - int((time.monotonic() - self.down_since + 1) * 1000))
             except (RedisError, OSError, TimeoutError):
@@ -337,27 +396,38 @@ class ClickLog:
         self.replay_soon()
 
     async def check_epoch(self, doubt_since_ms: int | None = None) -> None:
-        """Learn Redis's epoch; when it changed since last seen, send the recent clicks again.
-        With `doubt_since_ms`, the clicks stamped from then on are to be judged again by the
-        writers (this process spooled some: a repeat answered meanwhile may be of one of them)."""
-        args: list[resp.Arg] = [self.prefix, self.dedup_ttl * 1000]
+        """Learn each shard's epoch; where it changed since last seen (or the shard's master
+        failed over), send the recent clicks again. With `doubt_since_ms`, the clicks stamped from
+        then on are to be judged again by the writers (this process spooled some: a repeat
+        answered meanwhile may be of one of them)."""
+        async with self.checks:
+            await self._check_epoch(doubt_since_ms)
+
+    async def _check_epoch(self, doubt_since_ms: int | None) -> None:
+        args: list[resp.Arg] = [self.dedup_ttl * 1000]
         if doubt_since_ms is not None:
             args += [doubt_since_ms, now_ms() + self.dedup_ttl * 1000]
+        shards = range(self.shards.count)
         async with asyncio.timeout(REPLAY_TIMEOUT_S):
-            epoch = await self.redis.evalsha(self.epoch_script, *args)
-        lost, self.epoch = self.epoch is not None and epoch != self.epoch, epoch
-        if lost:
-            self.resend = [*self.resend, *self.recent]
-            self.recent.clear()
+            epochs = await asyncio.gather(*(
+                self.redis.evalsha(self.epoch_script, [self.shards.epoch(s), self.shards.doubt(s)], *args)
+                for s in shards))
+        lost = {s for s, epoch in zip(shards, epochs, strict=True) if self.epochs.get(s, epoch) != epoch}
+        self.epochs = dict(zip(shards, epochs, strict=True))
+        lost |= self.suspect
+        self.suspect = set()
+        if lost:  # (kept in `recent` too: should the shard lose its data again, they go again)
+            self.resend = [*self.resend, *(part for part in self.recent if part[1] in lost)]
         if self.resend:
-            log.warning("redis lost its data (epoch changed): sending the %d clicks of the last %.0f s again",
-                        sum(len(flags) for _, _, flags in self.resend), RESEND_S)
+            log.warning("redis lost clicks of %d shards (epoch changed, or failover): sending the %d clicks of "
+                        "the last %.0f s again", len(lost), sum(len(flags) for *_, flags in self.resend), RESEND_S)
             while self.resend:  # each stored once: the writer's inserts are idempotent by click id
-                _, rows, flags = self.resend[0]
-                batch = [(Click.from_row(row), flag == "d", None) for row, flag in zip(rows.split("\n"), flags,
-                                                                                        strict=True)]
+                _, shard, rows, flags = self.resend[0]
+                items = [(Click.from_row(row), flag == "d", None) for row, flag in zip(rows.split("\n"), flags,
+                                                                                       strict=True)]
+                call_keys, arguments = self._arguments([(shard, items)])
                 async with asyncio.timeout(REPLAY_TIMEOUT_S):
-                    await self.redis.evalsha(self.script, *self._arguments(batch))
+                    await self.redis.evalsha(self.script, call_keys, *arguments)
                 self.resend.pop(0)
 
     def check_soon(self) -> None:
@@ -367,7 +437,11 @@ class ClickLog:
 
     async def _check(self) -> None:
         try:
-            await self.check_epoch()
+            while True:
+                self.recheck = False
+                await self.check_epoch()
+                if not (self.recheck or self.suspect):
+                    return
         except (RedisError, OSError, TimeoutError):
             self._mark_down()  # the probe checks again once Redis answers
 
@@ -386,15 +460,15 @@ class ClickLog:
         for number, path in enumerate(paths):
             try:
                 clicks = await asyncio.to_thread(spooled_clicks, path)
-                if clicks:  # a file may be older than this process's outage: the writers judge its span
-                    async with asyncio.timeout(REPLAY_TIMEOUT_S):
-                        await self.redis.evalsha(self.epoch_script, self.prefix, self.dedup_ttl * 1000,
-                                                 clicks[0][0].at_ms - 1000, now_ms() + self.dedup_ttl * 1000)
                 for start in range(0, len(clicks), MAX_BATCH):
-                    batch = [(c, dedup, None) for c, dedup in clicks[start:start + MAX_BATCH]]
-                    self.shard = (self.shard + 1) % keys.STREAM_SHARDS
+                    parts = self.parts([(c, dedup, None) for c, dedup in clicks[start:start + MAX_BATCH]])
+                    # a file may be older than this process's outage: the writers judge its span
                     async with asyncio.timeout(REPLAY_TIMEOUT_S):
-                        await self.redis.evalsha(self.script, *self._arguments(batch))
+                        await asyncio.gather(*(self.redis.evalsha(
+                            self.epoch_script, [self.shards.epoch(s), self.shards.doubt(s)], self.dedup_ttl * 1000,
+                            items[0][0].at_ms - 1000, now_ms() + self.dedup_ttl * 1000) for s, items in parts))
+                        calls = [self._arguments([part]) for part in parts]
+                        await asyncio.gather(*(self.redis.evalsha(self.script, k, *a) for k, a in calls))
             except (RedisError, OSError, TimeoutError) as exc:
                 for left in paths[number:]:
                     self.spool.release(left)

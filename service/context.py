@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from service.attribution import Clicks
 from service.bots import Bots
@@ -16,6 +15,7 @@ from service.pages import BuyerPages
 from service.records import Records
 from service.settings import Settings
 from service.spool import Spool
+from service.store import redis as keys
 from service.urls import HostPolicy
 
 
@@ -23,7 +23,7 @@ from service.urls import HostPolicy
 class Context:
     settings: Settings
     pool: asyncpg.Pool
-    redis: aioredis.Redis
+    redis: keys.Client
     signer: Signer
     hosts: HostPolicy
     records: Records

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -86,7 +86,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 # the client is told to retry (503, Retry-After), and the log gets a line, not a traceback.
 UNAVAILABLE = (ConnectionError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                asyncpg.OperatorInterventionError, asyncpg.TooManyConnectionsError, RedisConnectionError,
-               RedisTimeoutError)
+               RedisTimeoutError, RedisClusterException)
 RETRY_AFTER_S = 5
 # API requests have no moment that proves a dependency back, so their outage is told at most
 # once every 10 s, with the requests answered 503 since.

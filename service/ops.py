@@ -53,7 +53,7 @@ async def _backlog(ctx: Context) -> float:
     """Clicks in the Redis streams plus those waiting in this host's spool (a Redis outage)."""
     spooled = await asyncio.to_thread(ctx.spool.pending)
     try:
-        in_redis = await asyncio.wait_for(keys.backlog(ctx.redis, ctx.settings.redis_prefix), CHECK_TIMEOUT_S)
+        in_redis = await asyncio.wait_for(keys.backlog(ctx.redis, ctx.click_log.shards), CHECK_TIMEOUT_S)
     except Exception:
         metrics.DEPENDENCY_ERRORS.labels("redis").inc()
         return float(spooled) if spooled else math.nan

@@ -15,11 +15,11 @@ import time
 from dataclasses import asdict, dataclass
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from service import metrics
 from service.codes import UTM_FIELDS
 from service.outages import Outage
+from service.store import redis as keys
 from service.urls import HostPolicy, host_of, landing_parts
 
 log = logging.getLogger("mcode.records")
@@ -65,7 +65,7 @@ def _record(row: dict[str, object]) -> CodeRecord:
 
 
 class Records:
-    def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis, prefix: str, ttl_s: float,
+    def __init__(self, pool: asyncpg.Pool, redis: keys.Client, prefix: str, ttl_s: float,
                  hosts: HostPolicy) -> None:
         self.pool = pool
         self.redis = redis

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from service import metrics
 from service.bots import is_prefetch
-from service.clicks import VALID, Click, new_click_id, now_ms
+from service.clicks import VALID, Click, now_ms
 from service.context import Context
 from service.devices import COOKIE, device_hash, truncate_ip
 
@@ -81,10 +81,11 @@ async def redirect(ctx: Context, scope: Scope, receive: Receive, send: Send) -> 
     device, _ = ctx.devices.device_id(
         cookie_parser(headers.get("cookie", "")).get(COOKIE), ip, user_agent, headers.get("accept-language", "")
     )
-    at = now_ms()
+    at, device_key = now_ms(), device_hash(device)
+    code = code if record else _FOREIGN.sub("?", code[:64])
     click = Click(
-        new_click_id(at), at, code if record else _FOREIGN.sub("?", code[:64]), record.seller_id if record else None,
-        record.product_id if record else None, reason, device_hash(device), truncate_ip(ip),
+        ctx.click_log.new_click_id(at, code, device_key), at, code, record.seller_id if record else None,
+        record.product_id if record else None, reason, device_key, truncate_ip(ip),
         _storable(user_agent[:MAX_TEXT]), _storable(headers.get("referer", "")[:MAX_TEXT]),
     )
     try:

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from service import dedup, metrics
-from service.clicks import ROW_COLUMNS, spooled_clicks
+from service.clicks import ROW_COLUMNS, Click, spooled_clicks
 from service.outages import Outage
 from service.spool import Spool
 from service.store import clicks as sql
@@ -150,15 +150,16 @@ def sizes(entries: Sequence[Entry]) -> list[str | bytes]:
 
 
 class Writer:
-    def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis, prefix: str, spool: Spool | None,
-                 dedup_window_s: int, name: str | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, redis: keys.Client, shards: keys.Shards, spool: Spool | None,
+                 dedup_window_s: int, name: str | None = None, retention_days: int | None = None) -> None:
         self.pool = pool
         self.redis = redis
-        self.prefix = prefix
-        self.streams = keys.stream_keys(prefix)
+        self.shards = shards
+        self.prefix = shards.prefix
+        self.streams = shards.streams + ([] if isinstance(redis, RedisCluster) else shards.legacy_streams)
         self.ack = redis.register_script(keys.ACK_SCRIPT)
         self.epoch_script = redis.register_script(keys.EPOCH_SCRIPT)
-        self.rejects = keys.rejects_key(prefix)
+        self.rejects = keys.rejects_key(self.prefix)
         self.spool = spool
         self.window_ms = dedup_window_s * 1000
         self.name = name or consumer_name()
@@ -170,6 +171,7 @@ class Writer:
         self.claim_idle_ms = CLAIM_IDLE_MS
         self.last_claim = -math.inf
         self.last_partitions = -math.inf
+        self.retention_days = retention_days  # None: raw clicks are kept for ever
 
     async def ensure_groups(self) -> None:
         for stream in self.streams:
@@ -195,7 +197,7 @@ class Writer:
             except PostgresUnavailable as exc:
                 postgres_outage.failed(exc)
                 await self._pause()
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 redis_outage.failed(exc)
                 await self._pause()
         log.info("click writer %s stopped", self.name)
@@ -216,6 +218,10 @@ class Writer:
         if now - self.last_partitions > PARTITIONS_EVERY_S:
             async with postgres(self.pool) as conn:
                 await sql.ensure_partitions(conn)
+                dropped = await sql.drop_expired_partitions(conn, self.retention_days) if self.retention_days else []
+            if dropped:
+                log.info("writer %s: dropped the raw clicks of %s, past %d days of retention (rollups kept)",
+                         self.name, ", ".join(dropped), self.retention_days)
             await self.ensure_groups()
             self.last_partitions = now
         written = 0
@@ -241,6 +247,17 @@ class Writer:
         return written
 
     async def _read(self, start: str) -> Any:
+        if isinstance(self.redis, RedisCluster):
+            # one read per stream (each lives on its own slot), all at once; none blocks, so an
+            # idle writer lingers between rounds instead
+            replies = await asyncio.gather(*(
+                self.redis.xreadgroup(keys.WRITER_GROUP, self.name, {stream: start}, count=self.batch)
+                for stream in self.streams), return_exceptions=True)
+            failed = [r for r in replies if isinstance(r, BaseException)]
+            if failed:
+                self.own_pending = True  # the reads that worked delivered entries: read those again first
+                raise failed[0]
+            return [pair for reply in replies for pair in reply or []]  # type: ignore[union-attr]
         return await self.redis.xreadgroup(
             keys.WRITER_GROUP, self.name, dict.fromkeys(self.streams, start), count=self.batch,
             block=None if self.own_pending else BLOCK_MS,
@@ -249,16 +266,18 @@ class Writer:
     async def commit(self, stream: bytes | str, entries: Sequence[Entry]) -> int:
         """Store and acknowledge entries; returns the clicks they held that Postgres took."""
         rows = decode(entries)
-        new, bad = await self.store(rows, None)
+        shard = self.shards.of_stream(stream)
+        new, bad = await self.store(rows, None, shard)
         if bad:
             await self._set_aside(bad)
-        await self.ack(args=[self.prefix, stream, keys.WRITER_GROUP, *sizes(entries)])
+        await self.ack(keys=[stream, self.shards.backlog(shard)], args=[keys.WRITER_GROUP, *sizes(entries)])
         metrics.CLICKS_WRITTEN.inc(new)  # a click delivered again is not counted again
         return len(rows) - len(bad)
 
-    async def store(self, rows: Sequence[bytes], doubt: tuple[int, int] | None) -> tuple[int, list[bytes]]:
+    async def store(self, rows: Sequence[bytes], doubt: tuple[int, int] | None,
+                    shard: int | None = 0) -> tuple[int, list[bytes]]:
         """Store the rows in one transaction, having judged again the repeats of those stamped
-        within `doubt` (ms; None: the doubt span Redis holds now); returns how many were new,
+        within `doubt` (ms; None: the doubt span Redis holds now for their shard); returns how many were new,
         and the rows Postgres refused.
 
         Outside a doubt span Redis's verdicts stand (it saw every first click), and commits
@@ -267,10 +286,11 @@ class Writer:
         shared lock is held: a judging commit may have opened it meanwhile."""
         while True:
             async with postgres(self.pool) as conn, conn.transaction():
-                span = doubt or await keys.doubt(self.redis, self.prefix)
+                span = doubt or await keys.doubt(self.redis, self.shards, shard)
                 candidates = _in_doubt(rows, span)
                 await sql.lock_judgement(conn, exclusive=bool(candidates))
-                if not candidates and doubt is None and _in_doubt(rows, await keys.doubt(self.redis, self.prefix)):
+                if not candidates and doubt is None and _in_doubt(rows, await keys.doubt(self.redis, self.shards,
+                                                                                         shard)):
                     continue  # a span opened since: roll back and judge, alone
                 judged = await self.judged(conn, rows, candidates)
                 try:
@@ -285,10 +305,11 @@ class Writer:
         if not candidates:
             return list(rows)
         new: dict[dedup.Key, list[dedup.Seen]] = {}
-        lines: dict[str, int] = {}
+        lines: dict[str, list[int]] = {}  # a click sent again may be in a batch twice: both lines get its verdict
         for number, key, click_id in candidates:
-            new.setdefault(key, []).append(dedup.Seen(click_id, int(click_id[:12], 16)))
-            lines[click_id] = number
+            if click_id not in lines:
+                new.setdefault(key, []).append(dedup.Seen(click_id, int(click_id[:12], 16)))
+            lines.setdefault(click_id, []).append(number)
         times = [int(click_id[:12], 16) for click_id in lines]
         stored = await sql.around(conn, list(new), _utc(min(times) - self.window_ms), _utc(max(times) + self.window_ms))
         valid: dict[dedup.Key, list[dedup.Seen]] = {}
@@ -304,10 +325,11 @@ class Writer:
                 repeats_of.setdefault(seen.original, []).append(seen)
         verdicts = dedup.judge(new, valid, repeats_of, self.window_ms)
         out = list(rows)
-        for click_id, number in lines.items():
+        for click_id, numbers in lines.items():
             first = verdicts.repeats.get(click_id)
             verdict = b"\tERR_DUP\t" + first.encode() if first else b"\t\\N\t\\N"
-            out[number] = out[number].rsplit(b"\t", 2)[0] + verdict
+            for number in numbers:
+                out[number] = out[number].rsplit(b"\t", 2)[0] + verdict
         if verdicts.changed:
             await sql.change_verdicts(conn, [
                 (click_id, facts[click_id]["clicked_at"], facts[click_id]["code"], facts[click_id]["reason"] is None,
@@ -354,6 +376,17 @@ class Writer:
                     break
         return written
 
+    async def doubt_from(self, clicks: Sequence[tuple[Click, bool]]) -> None:
+        """Open a doubt span, in each shard of the clicks, from a second before its first click."""
+        first: dict[int, int] = {}
+        for click, _ in clicks:
+            shard = self.shards.of_device(click.code, click.device_hash)
+            first[shard] = min(first.get(shard, click.at_ms), click.at_ms)
+        until = int(time.time() * 1000) + self.window_ms
+        for shard, at_ms in first.items():
+            await self.epoch_script(keys=[self.shards.epoch(shard), self.shards.doubt(shard)],
+                                    args=[self.window_ms, at_ms - 1000, until])
+
     async def replay_spool(self) -> int:
         """Clicks spooled while Redis was down: judged for repeats against Postgres, then written."""
         if self.spool is None:
@@ -366,9 +399,8 @@ class Writer:
                 if clicks:  # a valid click is a repeat candidate: the dedup flag says no more than that
                     # repeats of these answered meanwhile must be judged too, by whichever writer; with
                     # Redis down the click log opens that span itself once Redis answers again
-                    with contextlib.suppress(RedisError, OSError):
-                        await self.epoch_script(args=[self.prefix, self.window_ms, clicks[0][0].at_ms - 1000,
-                                                      int(time.time() * 1000) + self.window_ms])
+                    with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                        await self.doubt_from(clicks)
                     _, bad = await self.store([c.row().encode() for c, _ in clicks], EVERY_CLICK)
                     if bad:
                         await self._set_aside(bad)

@@ -224,7 +224,7 @@ async def test_late_delivery_is_judged_from_postgres(app: Starlette, client: htt
     _, click_id = await a_click(client, code)
     await drain(app)
     ctx = app.state.ctx
-    await ctx.redis.delete(keys.attribution_key(ctx.settings.redis_prefix, click_id))  # as if it expired
+    await ctx.redis.delete(ctx.click_log.shards.attribution_key(click_id))  # as if it expired
     at = iso(click_time(click_id) + timedelta(seconds=120))
     assert (await post(client, order(click_id, at=at))).json()["status"] == "attributed"
 
@@ -237,16 +237,16 @@ async def test_many_events_judged_from_postgres_at_once_do_not_exhaust_the_pool(
     await drain(app)
     ctx = app.state.ctx
     for click_id in clicks:
-        await ctx.redis.delete(keys.attribution_key(ctx.settings.redis_prefix, click_id))  # as if expired
+        await ctx.redis.delete(ctx.click_log.shards.attribution_key(click_id))  # as if expired
     orders = [order(clicks[i % 3], at=iso(click_time(clicks[i % 3]) + timedelta(seconds=60))) for i in range(25)]
     answers = await asyncio.wait_for(asyncio.gather(*(post(client, o) for o in orders)), 60)
     assert [a.json()["status"] for a in answers] == ["attributed"] * 25
 
 
-async def test_a_record_an_older_release_kept_per_minute_is_still_found(app: Starlette, client: httpx.AsyncClient,
+async def test_a_record_an_older_release_kept_without_shards_is_still_found(app: Starlette, client: httpx.AsyncClient,
                                                                          code: Maker) -> None:
     # A click answered by a worker of the previous release during a rolling deploy: its record is
-    # in the per-minute hash, and the click is not in Postgres yet.
+    # in the untagged per-second hash, and the click is not in Postgres yet.
     c = await code()
     at = now_ms()
     click_id = new_click_id(at)
@@ -373,7 +373,7 @@ async def test_an_order_on_a_click_still_in_flight_is_retried_not_judged(
     c, click_id = await a_click(client, code)
     ctx = app.state.ctx
     await ctx.click_log.drain()
-    await ctx.redis.delete(keys.attribution_key(ctx.settings.redis_prefix, click_id))
+    await ctx.redis.delete(ctx.click_log.shards.attribution_key(click_id))
     event = order(click_id)
     r = await post(client, event)
     assert (r.status_code, r.json()["error"]["code"], r.headers["retry-after"]) == (503, "ERR_503", "5")
@@ -406,7 +406,7 @@ async def test_an_order_on_a_repeat_of_a_displaced_first_goes_to_the_first_of_al
     async with ctx.pool.acquire() as conn:
         await click_sql.write_batch(conn, [early.record(), was_first.record()])
     x = new_click_id(at + 2000)
-    await ctx.redis.hset(keys.attribution_key(ctx.settings.redis_prefix, x), x,
+    await ctx.redis.hset(ctx.click_log.shards.attribution_key(x), x,
                          keys.attribution_value(at + 2000, "ERR_DUP", was_first.click_id, c["code"], c["seller_id"]))
     r = await post(client, order(x))
     assert (r.json()["status"], r.json()["click_id"]) == ("attributed", early.click_id)

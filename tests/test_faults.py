@@ -1,6 +1,7 @@
 """Faults caused for real under load (loadtests/faults.py at a lower rate and with shorter
-faults): the service as deployed, on a Redis and a PostgreSQL of the test's own that are
-stopped, killed and paused, with repeats and signed orders throughout. Counted by click id."""
+faults): the service as deployed, on a Redis (or a 6-node Redis Cluster) and a PostgreSQL of the
+test's own that are stopped, killed, paused, failed over and resharded, with repeats and signed
+orders throughout. Counted by click id."""
 
 import dataclasses
 import shutil
@@ -16,7 +17,8 @@ pytestmark = pytest.mark.skipif(
 )
 # Under the work tree, not the test's tmp_path: PostgreSQL runs as its own user, which must reach it.
 LOCAL = harness.ROOT / ".local" / "test-faults"
-SHORT = {"postgres": 5, "no AOF": 3, "everysec": 3, "PAUSE": 2, "writer kill": 3}
+# (a killed master is down until its replica takes over, however short the fault is meant to be)
+SHORT = {"postgres": 5, "no AOF": 3, "everysec": 3, "PAUSE": 2, "writer kill": 3, "master": 5, "resharded": 0}
 
 
 def short(scenario: harness.Scenario) -> harness.Scenario:

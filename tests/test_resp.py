@@ -1,11 +1,15 @@
 """The click log's own Redis connection, against the real Redis: replies, errors, scripts,
-pipelining, and what happens when Redis goes away or stops answering."""
+pipelining, and what happens when Redis goes away or stops answering; and its Redis Cluster
+client, against a real cluster of the test's own that is resharded and failed over."""
 
 import asyncio
 import contextlib
+import os
+import shutil
 import socket
 import ssl
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,8 @@ import uvloop
 from redis.exceptions import ResponseError
 
 from service.store import resp
-from tests.conftest import REDIS_DB, REDIS_HOST, REDIS_PORT, REDIS_URL, redis_url_via
+from tests.cluster import LocalCluster
+from tests.conftest import REDIS_DB, REDIS_HOST, REDIS_PORT, REDIS_URL, one_redis_node, redis_url_via
 from tests.faults import Proxy
 
 
@@ -22,6 +27,7 @@ def key() -> str:
     return f"test:resp:{uuid.uuid4().hex}"
 
 
+@one_redis_node
 async def test_replies_come_back_as_redis_py_gives_them() -> None:
     conn = resp.Connection(REDIS_URL)
     k = key()
@@ -38,6 +44,7 @@ async def test_replies_come_back_as_redis_py_gives_them() -> None:
         await conn.close()
 
 
+@one_redis_node
 async def test_the_url_database_is_selected() -> None:
     conn = resp.Connection(REDIS_URL)  # database 15 in the tests
     plain = aioredis.Redis.from_url(REDIS_URL)
@@ -53,6 +60,7 @@ async def test_the_url_database_is_selected() -> None:
         await db0.aclose()
 
 
+@one_redis_node
 async def test_a_password_in_the_url_is_sent_before_any_command() -> None:
     # The test Redis has no password, so it refuses the AUTH: proof that the AUTH was sent.
     conn = resp.Connection(REDIS_URL.replace("redis://", "redis://:not-the-password@"))
@@ -60,20 +68,22 @@ async def test_a_password_in_the_url_is_sent_before_any_command() -> None:
         await conn.call("PING")
 
 
+@one_redis_node
 async def test_scripts_run_by_sha_and_are_sent_whole_only_when_redis_lacks_them() -> None:
     conn = resp.Connection(REDIS_URL)
     plain = aioredis.Redis.from_url(REDIS_URL)
     script = resp.Script(f"-- {uuid.uuid4().hex}\nreturn {{ARGV[1], #ARGV}}")
     try:
         assert await plain.script_exists(script.sha.decode()) == [False]
-        assert await conn.evalsha(script, "a", "b", 3) == [b"a", 3]
+        assert await conn.evalsha(script, [], "a", "b", 3) == [b"a", 3]
         assert await plain.script_exists(script.sha.decode()) == [True]
-        assert await conn.evalsha(script, "again") == [b"again", 1]
+        assert await conn.evalsha(script, [], "again") == [b"again", 1]
     finally:
         await conn.close()
         await plain.aclose()
 
 
+@one_redis_node
 async def test_concurrent_calls_share_one_connection_and_get_their_own_replies() -> None:
     conn = resp.Connection(REDIS_URL)
     plain = aioredis.Redis.from_url(REDIS_URL)
@@ -90,6 +100,7 @@ async def test_concurrent_calls_share_one_connection_and_get_their_own_replies()
         await plain.aclose()
 
 
+@one_redis_node
 async def test_a_lost_connection_fails_its_calls_and_the_next_call_connects_again() -> None:
     proxy = await Proxy(REDIS_PORT, REDIS_HOST).start()
     conn = resp.Connection(redis_url_via(proxy.port))
@@ -109,6 +120,7 @@ async def test_a_lost_connection_fails_its_calls_and_the_next_call_connects_agai
         await proxy.close()
 
 
+@one_redis_node
 async def test_a_redis_that_stops_answering_times_out_and_its_connection_is_dropped() -> None:
     opened: list[asyncio.Event] = []  # one per connection, set when the client closes it
 
@@ -139,6 +151,7 @@ async def test_a_redis_that_stops_answering_times_out_and_its_connection_is_drop
         server.close()
 
 
+@one_redis_node
 async def test_unix_socket_urls(tmp_path: Path) -> None:
     path = str(tmp_path / "redis.sock")
 
@@ -165,6 +178,7 @@ async def test_unix_socket_urls(tmp_path: Path) -> None:
         server.close()
 
 
+@one_redis_node
 def test_under_uvloop_as_the_server_runs_it() -> None:
     async def main() -> list[bytes]:
         conn = resp.Connection(REDIS_URL)
@@ -191,3 +205,91 @@ def test_tls_options_are_read_as_redis_py_reads_them() -> None:
         resp.Connection("rediss://cache.example/0?ssl_cert_reqs=sometimes")
     with pytest.raises(ValueError, match="ssl_ca_data"):
         resp.Connection("rediss://cache.example/0?ssl_ca_data=x")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server (Debian: apt-get install redis-server)")
+    own = LocalCluster(Path(__file__).resolve().parent.parent / ".local" / f"test-resp-cluster-{os.getpid()}").start()
+    try:
+        yield own
+    finally:
+        own.stop()
+        shutil.rmtree(own.folder, ignore_errors=True)
+
+
+def in_slot_of(port: int, cluster: LocalCluster) -> str:
+    """A new key whose slot the master on `port` owns now."""
+    owners = cluster.owners()
+    while True:
+        candidate = f"test:resp:{uuid.uuid4().hex}"
+        if owners[resp.slot(candidate)] == port:
+            return candidate
+
+
+async def test_a_cluster_is_recognised_and_each_call_goes_to_the_owner_of_its_slot(cluster: LocalCluster) -> None:
+    redis = resp.Redis(cluster.urls)
+    script = resp.Script("return redis.call('SET', KEYS[1], ARGV[1])")
+    try:
+        await redis.ping()
+        assert redis.cluster
+        names = [f"test:resp:{uuid.uuid4().hex}" for _ in range(50)]  # spread over every master
+        await asyncio.gather(*(redis.evalsha(script, [name], name) for name in names))
+        owners = cluster.owners()
+        for name in names:
+            assert _get(owners[resp.slot(name)], name) == name
+    finally:
+        await redis.close()
+
+
+async def test_moved_slots_are_followed_after_a_reshard(cluster: LocalCluster) -> None:
+    redis = resp.Redis(cluster.urls)
+    try:
+        source, target, *_ = cluster.masters()
+        name = in_slot_of(source, cluster)
+        assert await redis.call(b"PING") == b"PONG"
+        await redis.evalsha(resp.Script("return redis.call('INCR', KEYS[1])"), [name])
+        # every slot of the source, keys and all, to the target (the client's map is now wrong)
+        slots = cluster.owners().count(source)
+        await asyncio.to_thread(cluster.reshard, source, target, slots)
+        assert await redis.evalsha(resp.Script("return redis.call('INCR', KEYS[1])"), [name]) == 2
+        assert _get(target, name) == "2"
+        # a master without slots has no vote in a failover: give the source some back
+        await asyncio.to_thread(cluster.reshard, target, source, slots // 2)
+    finally:
+        await redis.close()
+
+
+async def test_a_failed_master_is_retried_on_its_promoted_replica_and_reported(cluster: LocalCluster) -> None:
+    redis = resp.Redis(cluster.urls)
+    incr = resp.Script("return redis.call('INCR', KEYS[1])")
+    try:
+        owners = cluster.owners()
+        victim = next(p for p in cluster.masters() if p in owners)
+        name = in_slot_of(victim, cluster)
+        assert await redis.evalsha(incr, [name]) == 1
+        assert redis.failed_over() == set()
+        followers = await asyncio.to_thread(cluster.kill, victim)
+        await asyncio.to_thread(cluster.wait_failover, followers)
+        # within a bounded time the call reaches the new owner, the value it had replicated intact
+        for _ in range(50):
+            try:
+                async with asyncio.timeout(1):
+                    value = await redis.evalsha(incr, [name])
+                break
+            except (OSError, ResponseError, TimeoutError):
+                await asyncio.sleep(0.2)
+        assert value == 2
+        await asyncio.sleep(resp.CLUSTER_REFRESH_S + 0.5)
+        assert resp.slot(name) in redis.failed_over()  # the click log sends those shards' recent clicks again
+        assert redis.failed_over() == set()
+        cluster.restart(victim)
+    finally:
+        await redis.close()
+
+
+def _get(port: int, name: str) -> str:
+    import subprocess
+
+    return subprocess.run(["redis-cli", "-p", str(port), "GET", name], capture_output=True, text=True).stdout.strip()

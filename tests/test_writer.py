@@ -35,6 +35,7 @@ from tests.conftest import (
     app_behind_redis_proxy,
     drain,
     make_settings,
+    one_redis_node,
     stored_click,
 )
 from tests.faults import Proxy
@@ -49,7 +50,7 @@ async def count(app: Starlette, code: str) -> tuple[int, int]:
 
 
 async def backlog(app: Starlette) -> int:
-    return await keys.backlog(app.state.ctx.redis, app.state.ctx.settings.redis_prefix)
+    return await keys.backlog(app.state.ctx.redis, app.state.ctx.click_log.shards)
 
 
 async def log_clicks(app: Starlette, code: str, n: int) -> list[str]:
@@ -143,8 +144,10 @@ async def test_batches_written_twice_are_stored_once(app: Starlette) -> None:
     await log_clicks(app, code, 50)
     ctx = app.state.ctx
     a = new_writer(ctx)
-    reply = await ctx.redis.xreadgroup(keys.WRITER_GROUP, "reader-a", dict.fromkeys(a.streams, ">"), count=1000)
-    entries = [(stream, items) for stream, items in reply]
+    entries = []
+    for stream in a.streams:  # one by one: on a cluster each lives in a slot of its own
+        reply = await ctx.redis.xreadgroup(keys.WRITER_GROUP, "reader-a", {stream: ">"}, count=1000)
+        entries += [(name, items) for name, items in reply]
     for _, items in entries:
         async with ctx.pool.acquire() as conn:  # a writer that committed, then died before acking
             await sql.write_rows(conn, decode(items), ROW_COLUMNS)
@@ -174,7 +177,7 @@ async def test_postgres_unreachable_clicks_wait_in_the_stream(app: Starlette, cl
     proxy = await Proxy(5432).start()
     pool = await postgres.create_pool(DATABASE_URL.replace(":5432/", f":{proxy.port}/"), max_size=2)
     ctx = app.state.ctx
-    writer = Writer(pool, ctx.redis, ctx.settings.redis_prefix, None, 3600, name="cut-off")
+    writer = Writer(pool, ctx.redis, ctx.click_log.shards, None, 3600, name="cut-off")
     task = asyncio.create_task(writer.run())
     try:
         ids = [await buyer_click(client, c["code"], i) for i in range(20)]
@@ -307,7 +310,7 @@ async def test_entries_that_can_never_be_stored_are_set_aside_not_retried(app: S
     prefix = ctx.settings.redis_prefix
     code = "POISON" + uuid.uuid4().hex[:6]
     good = await log_clicks(app, code, 5)
-    stream = keys.stream_key(prefix, 0)
+    stream = ctx.click_log.shards.streams[0]
     at = now_ms()
     refused = Click(new_click_id(at), at, code, None, None, "ERR_NOPE", "d", "1.2.3.0", "ua", "")
     ok = Click(new_click_id(at), at, code, None, None, "", "d2", "1.2.3.0", "ua", "")
@@ -317,7 +320,7 @@ async def test_entries_that_can_never_be_stored_are_set_aside_not_retried(app: S
     garbled = garbled.replace(code.encode(), b"\xff" + code.encode())  # not UTF-8: Postgres refuses it
     block = f"not a row\n{refused.row()}\n{ok.row()}\n".encode() + garbled
     await ctx.redis.xadd(stream, {"n": 4, "c": block})
-    await ctx.redis.incrby(keys.backlog_key(prefix), 4)
+    await ctx.redis.incrby(ctx.click_log.shards.backlog(0), 4)
     await drain(app)
     async with ctx.pool.acquire() as conn:
         stored = {r[0] for r in await conn.fetch("SELECT click_id FROM clicks WHERE code = $1", code)}
@@ -336,7 +339,7 @@ async def test_after_a_redis_outage_spooled_clicks_go_back_to_redis_from_the_pro
         ctx = app.state.ctx
         transport = httpx.ASGITransport(app=app, client=("198.51.100.40", 1))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as buyer:
-            before = await keys.backlog(ctx.redis, ctx.settings.redis_prefix)
+            before = await keys.backlog(ctx.redis, ctx.click_log.shards)
             await proxy.cut()
             first = await buyer.get(f"/e/{c['code']}", headers=BUYER)
             assert first.status_code == 302
@@ -348,7 +351,7 @@ async def test_after_a_redis_outage_spooled_clicks_go_back_to_redis_from_the_pro
                     break
                 await asyncio.sleep(0.1)
             assert not list(tmp_path.glob("*/*.jsonl"))
-            assert await keys.backlog(ctx.redis, ctx.settings.redis_prefix) == before + 1
+            assert await keys.backlog(ctx.redis, ctx.click_log.shards) == before + 1
             # and Redis now knows it: the same device again is a repeat of the spooled click
             again = await buyer.get(f"/e/{c['code']}", headers=BUYER)
             assert click_id_of(again) == click_id_of(first)
@@ -480,17 +483,19 @@ async def test_a_repeat_redis_forgot_is_stored_as_a_repeat_and_its_order_goes_to
     ctx = app.state.ctx
     prefix = ctx.settings.redis_prefix
     # Redis has run for longer than a dedup window: its verdicts stand, nothing is in doubt
-    await ctx.redis.set(keys.epoch_key(prefix), str(now_ms() - 7_200_000))
-    await ctx.redis.delete(keys.doubt_key(prefix))
+    shards = ctx.click_log.shards
+    for shard in range(shards.count):
+        await ctx.redis.set(shards.epoch(shard), str(now_ms() - 7_200_000))
+        await ctx.redis.delete(shards.doubt(shard))
     first = click_id_of(await client.get(f"/e/{c['code']}", headers=BUYER))
     await drain(app)
-    assert await keys.doubt(ctx.redis, prefix) is None
+    assert [await keys.doubt(ctx.redis, shards, s) for s in range(shards.count)] == [None] * shards.count
     # then it restarts without persistence: marks, records, streams and epoch are gone
     await ctx.redis.delete(*[k async for k in ctx.redis.scan_iter(match=f"{prefix}*")])
     again = click_id_of(await client.get(f"/e/{c['code']}", headers=BUYER))
     assert again != first  # Redis could not know
     assert not ctx.click_log.redis_down  # the log script took it, making a new epoch, not the spool
-    assert await keys.doubt(ctx.redis, prefix) is not None
+    assert any([await keys.doubt(ctx.redis, shards, s) for s in range(shards.count)])
     await drain(app)
     async with ctx.pool.acquire() as conn:
         rows = await conn.fetch("SELECT click_id, reason, original_click_id FROM clicks WHERE code = $1 "
@@ -603,3 +608,21 @@ async def test_a_first_click_that_reaches_redis_after_its_repeat_stays_the_first
         assert await conn.fetchval(ROLLUPS_MATCH, code) == 0
     assert [tuple(r) for r in rows] == [(first.click_id, None, None), (repeat.click_id, "ERR_DUP", first.click_id),
                                         (later.click_id, "ERR_DUP", first.click_id)]
+
+
+@one_redis_node
+async def test_clicks_the_release_before_shards_left_in_its_streams_are_stored(app: Starlette) -> None:
+    # a rolling deploy: a web process of the old release logged a click into its own stream
+    ctx = app.state.ctx
+    shards = ctx.click_log.shards
+    await drain(app)
+    at = now_ms()
+    click = Click(new_click_id(at), at, "OLDREL" + uuid.uuid4().hex[:6], "s", "p", "", device_hash("old"),
+                  "203.0.113.0", "Mozilla/5.0", "")
+    await ctx.redis.xadd(shards.legacy_streams[2], {"n": 1, "c": click.row()})
+    await ctx.redis.incrby(shards.backlog(None), 1)
+    assert await backlog(app) == 1
+    await drain(app)
+    async with ctx.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM clicks WHERE click_id = $1", click.click_id) == 1
+    assert await backlog(app) == 0
