@@ -5,7 +5,13 @@
 Codes are spread over --sellers sellers, except one "big" seller that owns a fifth of them.
 Prints the median and p95 of a 30-day report grouped by day,utm_campaign for a typical
 seller and the big one, and the same 30-day report early and late in the history (the time
-must not grow with history). Uses its own database, `mcode_reports_bench`.
+must not grow with history), in UTC and in zones whose midnights cut UTC hours (Asia/Kolkata
+at :30, Asia/Kathmandu at :15: read from the quarter-hour rollups at those hours); then the
+rollups' rows and bytes per million clicks. Uses its own database, `mcode_reports_bench`.
+
+With --retention DAYS, then drops the day partitions older than DAYS (as the writer's
+housekeeping would), checks that reports over the dropped days give the same numbers as
+before, and times them again.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -40,6 +47,7 @@ CODES = 1000
 DAYS = 90
 REASONS = [None] * 84 + ["ERR_BOT"] * 10 + ["ERR_DUP"] * 4 + ["ERR_PREFETCH", "ERR_404"]
 CHUNK = 50_000
+ZONES = ("UTC", "Asia/Kolkata", "Asia/Kathmandu")
 
 
 async def seed(n_clicks: int, n_sellers: int) -> date:
@@ -86,23 +94,66 @@ async def seed(n_clicks: int, n_sellers: int) -> date:
         started = time.perf_counter()
         await click_sql.recount_rollups(conn)
         await conn.execute("ANALYZE")
-        print(f"hourly rollups built in {time.perf_counter() - started:.0f} s")
+        print(f"rollups (hourly and quarter-hour) built in {time.perf_counter() - started:.0f} s")
     finally:
         await conn.close()
     return last_day
 
 
+async def report(client: httpx.AsyncClient, seller: str, start: date, end: date, tz: str = "UTC",
+                 group_by: str = "day,utm_campaign") -> Any:
+    params = {"seller_id": seller, "group_by": group_by, "from": start.isoformat(), "to": end.isoformat(), "tz": tz}
+    r = await client.get("/v1/reports/traffic", params=params, headers={"Authorization": f"Bearer {ADMIN}"})
+    r.raise_for_status()
+    return r.json()
+
+
 async def time_report(client: httpx.AsyncClient, seller: str, start: date, end: date, runs: int,
-                      tz: str = "UTC") -> list[float]:
-    params = {"seller_id": seller, "group_by": "day,utm_campaign", "from": start.isoformat(), "to": end.isoformat(),
-              "tz": tz}
+                      tz: str = "UTC", group_by: str = "day,utm_campaign") -> list[float]:
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        r = await client.get("/v1/reports/traffic", params=params, headers={"Authorization": f"Bearer {ADMIN}"})
+        await report(client, seller, start, end, tz, group_by)
         times.append((time.perf_counter() - t) * 1000)
-        r.raise_for_status()
     return times
+
+
+async def rollup_sizes() -> None:
+    conn = await asyncpg.connect(URL)
+    try:
+        n_clicks = await conn.fetchval("SELECT count(*) FROM clicks")
+        for table in ("clicks", "click_rollups", "click_rollups_15m"):
+            rows = await conn.fetchval(f"SELECT count(*) FROM {table}")
+            size = int(await conn.fetchval(
+                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.oid = $1::regclass "
+                "OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = $1::regclass)", table))
+            per_m = 1_000_000 / n_clicks
+            print(f"{table:<20} {rows:>12,} rows {size / 2**20:>9,.1f} MiB   per million clicks: "
+                  f"{rows * per_m:>10,.0f} rows {size * per_m / 2**20:>8,.1f} MiB (tables and indexes)")
+    finally:
+        await conn.close()
+
+
+async def check_retention(client: httpx.AsyncClient, last_day: date, days: int, runs: int) -> None:
+    """Drop the partitions past `days`, then compare reports over the dropped days with before."""
+    early = (last_day - timedelta(days=DAYS - 1), last_day - timedelta(days=DAYS - 30))
+    queries = [(seller, tz, group_by) for seller in ("seller001", "big") for tz in ZONES
+               for group_by in ("day,utm_campaign", "day,code")]
+    before = [await report(client, seller, *early, tz, group_by) for seller, tz, group_by in queries]
+    conn = await asyncpg.connect(URL)
+    try:
+        started = time.perf_counter()
+        dropped = await click_sql.drop_expired_partitions(conn, days, today=last_day)
+        print(f"retention {days} days: dropped {len(dropped)} partitions in {time.perf_counter() - started:.1f} s; "
+              f"{await conn.fetchval('SELECT count(*) FROM clicks'):,} clicks kept")
+    finally:
+        await conn.close()
+    after = [await report(client, seller, *early, tz, group_by) for seller, tz, group_by in queries]
+    same = sum(a == b for a, b in zip(before, after, strict=True))
+    print(f"reports over dropped days equal to before: {same} of {len(queries)}")
+    for tz in ZONES:
+        print(line(f"typical seller, first 30 days (dropped), tz={tz}",
+                   await time_report(client, "seller001", *early, runs, tz=tz)))
 
 
 def line(label: str, times: list[float]) -> str:
@@ -118,6 +169,8 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--reuse", action="store_true", help="keep the seeded database from a previous run")
     parser.add_argument("--recount", action="store_true", help="with --reuse: migrate and rebuild the rollups")
+    parser.add_argument("--retention", type=int, default=0,
+                        help="afterwards drop the partitions older than this many days and report again")
     args = parser.parse_args()
     last_day = datetime.now(UTC).date() if args.reuse else await seed(args.clicks, args.sellers)
     if args.reuse and args.recount:
@@ -127,7 +180,7 @@ async def main() -> None:
         await click_sql.recount_rollups(conn)
         await conn.execute("ANALYZE")
         await conn.close()
-        print(f"hourly rollups built in {time.perf_counter() - started:.0f} s")
+        print(f"rollups (hourly and quarter-hour) built in {time.perf_counter() - started:.0f} s")
     settings = Settings(env="dev", database_url=URL, admin_tokens=(ADMIN,), embedded_writer=False,
                         redis_prefix="reportsbench:")
     app = create_app(settings)
@@ -143,8 +196,17 @@ async def main() -> None:
                                                                                   args.runs)))
         print(line("big seller (200 codes, 20% of clicks), last 30 days",
                    await time_report(client, "big", *recent, args.runs)))
-        print(line("typical seller, last 30 days, tz=Asia/Kolkata (raw clicks)",
-                   await time_report(client, "seller001", *recent, args.runs, tz="Asia/Kolkata")))
+        for tz in ZONES[1:]:
+            print(line(f"typical seller, last 30 days, tz={tz}",
+                       await time_report(client, "seller001", *recent, args.runs, tz=tz)))
+            print(line(f"big seller, last 30 days, tz={tz}",
+                       await time_report(client, "big", *recent, args.runs, tz=tz)))
+        for tz in ZONES[:2]:
+            print(line(f"big seller, last 30 days, day,code, tz={tz}",
+                       await time_report(client, "big", *recent, args.runs, tz=tz, group_by="day,code")))
+        await rollup_sizes()
+        if args.retention:
+            await check_retention(client, last_day, args.retention, args.runs)
 
 
 if __name__ == "__main__":

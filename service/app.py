@@ -8,7 +8,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.asyncio.cluster import RedisCluster
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -33,9 +34,10 @@ from service.errors import (
 )
 from service.pages import BuyerPages
 from service.records import Records
-from service.settings import Settings
+from service.settings import Settings, describe
 from service.spool import Spool
 from service.store import postgres, resp
+from service.store import redis as keys
 from service.urls import HostPolicy
 from service.writer import WRITER_REDIS_TIMEOUT_S, Writer
 
@@ -68,8 +70,9 @@ ROUTES = [
 async def open_context(settings: Settings) -> Context:
     await postgres.migrate(settings.database_url)
     pool = await postgres.create_pool(settings.database_url)
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    redis = await keys.client(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     hosts = HostPolicy(settings.allowed_hosts)
+    shards = keys.Shards(settings.redis_prefix, settings.click_streams)
     # One folder per database and key prefix: two deployments on a host never replay each other's clicks.
     spool = Spool(settings.spool_dir, namespace=f"{settings.database_url}|{settings.redis_prefix}")
     return Context(
@@ -80,9 +83,9 @@ async def open_context(settings: Settings) -> Context:
         devices=Devices(settings.trusted_networks, settings.signing_keys[0], settings.cookie_secure),
         bots=Bots(),
         spool=spool,
-        click_log=ClickLog(resp.Connection(settings.redis_url), settings.redis_prefix, settings.dedup_window_s,
+        click_log=ClickLog(resp.Redis(settings.redis_url), shards, settings.dedup_window_s,
                            settings.attribution_window_s, spool),
-        attribution=Clicks(redis, settings.redis_prefix, settings.attribution_window_s, settings.clock_skew_s),
+        attribution=Clicks(redis, shards, settings.attribution_window_s, settings.clock_skew_s),
         pages=BuyerPages(settings.fallback_url),
     )
 
@@ -100,8 +103,10 @@ def new_writer(ctx: Context) -> Writer:
     """A writer with a Redis client of its own (close it with Writer.close): its replies are large
     and read in many chunks, which in a busy web worker can outlast the hot path's 2 s timeout."""
     s = ctx.settings
-    redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=WRITER_REDIS_TIMEOUT_S, socket_connect_timeout=2)
-    return Writer(ctx.pool, redis, s.redis_prefix, ctx.spool, s.dedup_window_s)
+    redis = keys.client_for(s.redis_url, isinstance(ctx.redis, RedisCluster), socket_timeout=WRITER_REDIS_TIMEOUT_S,
+                            socket_connect_timeout=2)
+    return Writer(ctx.pool, redis, ctx.click_log.shards, ctx.spool, s.dedup_window_s,
+                  retention_days=s.click_retention_days)
 
 
 def create_app(settings: Settings | None = None) -> HotPath:
@@ -167,7 +172,16 @@ class _LazyApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
-            self._app = create_app(Settings())
+            try:
+                self._app = create_app(Settings())
+            except ValidationError as exc:
+                if scope["type"] != "lifespan":
+                    raise
+                # uvicorn takes a lifespan that raises for one it does not support, and would serve
+                # a service that fails every request: say why, in one line, and stop it
+                await receive()
+                await send({"type": "lifespan.startup.failed", "message": f"mcode: refusing to start: {describe(exc)}"})
+                return
         await self._app(scope, receive, send)
 
     def __getattr__(self, name: str) -> Any:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import itertools
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -49,8 +51,8 @@ def _day(request: Request, name: str, default: date) -> date:
         raise invalid({name: "a date as YYYY-MM-DD"}) from None
 
 
-def _period(request: Request, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """[start, end) in UTC for the inclusive local days `from`..`to`."""
+def _days(request: Request, tz: ZoneInfo) -> tuple[date, date]:
+    """The inclusive local days `from`..`to`."""
     today = datetime.now(tz).date()
     to = _day(request, "to", today)
     start_day = _day(request, "from", to - timedelta(days=DEFAULT_DAYS - 1))
@@ -58,9 +60,56 @@ def _period(request: Request, tz: ZoneInfo) -> tuple[datetime, datetime]:
         raise invalid({"from": "must not be after 'to'"})
     if (to - start_day).days + 1 > MAX_DAYS:
         raise invalid({"to": f"at most {MAX_DAYS} days from 'from'"})
-    start = datetime.combine(start_day, datetime.min.time(), tz)
-    end = datetime.combine(to + timedelta(days=1), datetime.min.time(), tz)
-    return start.astimezone(UTC), end.astimezone(UTC)
+    return start_day, to
+
+
+def _day_start(day: date, tz: ZoneInfo, fold: int = 0) -> datetime:
+    return datetime.combine(day, time(0, fold=fold), tz).astimezone(UTC)
+
+
+def _period(request: Request, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """[start, end) in UTC for the inclusive local days `from`..`to`."""
+    first, last = _days(request, tz)
+    return _day_start(first, tz), _day_start(last + timedelta(days=1), tz)
+
+
+def _on_quarter_hour(at: datetime) -> bool:
+    return at.minute % 15 == at.second == at.microsecond == 0
+
+
+@functools.lru_cache(maxsize=512)
+def cut_hours(tz: ZoneInfo, first: date, last: date) -> tuple[datetime, ...] | None:
+    """The UTC hours (their starts) that the local days `first`..`last` do not fill whole: those
+    in which the local date changes off the hour (Asia/Kolkata: 18:00 UTC, its midnight being
+    18:30). None when the date changes off a UTC quarter hour somewhere in the period (offsets
+    that are not multiples of 15 minutes: Africa/Monrovia before 1972; the 00:01 clock changes
+    of America/St_Johns until 2011): then no rollup lines up with the days.
+
+    The local date changes only at a local midnight or at a change of offset. Every local
+    midnight is a day start as zoneinfo gives it (a midnight repeated by a fall-back gives both
+    folds); offset changes are found between consecutive day starts to the second (no zone
+    changes its offset twice within a day)."""
+    start, end = _day_start(first, tz), _day_start(last + timedelta(days=1), tz)
+    starts = sorted({_day_start(first + timedelta(days=i), tz, fold)
+                     for i in range((last - first).days + 2) for fold in (0, 1)})
+    changes = {at for at in starts if start <= at <= end}
+
+    def offset(second: int) -> timedelta | None:
+        return datetime.fromtimestamp(second, tz).utcoffset()
+
+    for a, b in itertools.pairwise(starts):
+        lo, hi = int(a.timestamp()), int(b.timestamp())
+        if offset(lo) == offset(hi):
+            continue
+        while hi - lo > 1:  # hi: the first second of the new offset
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if offset(mid) == offset(lo) else (lo, mid)
+        changed = datetime.fromtimestamp(hi, UTC)
+        if start <= changed <= end:
+            changes.add(changed)
+    if not all(_on_quarter_hour(at) for at in changes):
+        return None
+    return tuple(sorted({at.replace(minute=0) for at in changes if at.minute}))
 
 
 def _zone(request: Request) -> ZoneInfo:
@@ -92,13 +141,19 @@ async def traffic_rows(request: Request) -> tuple[list[str], list[dict[str, Any]
     ctx = ctx_of(request)
     seller_id = await _seller_scope(request)
     tz = _zone(request)
-    start, end = _period(request, tz)
+    first, last = _days(request, tz)
+    start, end = _day_start(first, tz), _day_start(last + timedelta(days=1), tz)
     keys = _group_by(request)
     args = (keys, seller_id, start, end, tz.key)
-    # Local midnights on whole UTC hours (most zones): the hourly rollups answer exactly.
-    whole_hours = start.minute == start.second == end.minute == end.second == 0
+    # Every zone's days begin on UTC quarter hours today: the rollups answer exactly (hourly rows,
+    # and quarter-hour rows for the hours a local midnight cuts), also for days whose clicks
+    # retention dropped. The clicks themselves only for historic offsets that no rollup fits.
+    cuts = cut_hours(tz, first, last)
     async with ctx.pool.acquire() as conn:
-        clicks = await (sql.hourly_click_counts if whole_hours else sql.click_counts)(conn, *args)
+        if cuts is None:
+            clicks = await sql.click_counts(conn, *args)
+        else:
+            clicks = await sql.rollup_click_counts(conn, *args, cut_hours=cuts)
         carts = await sql.cart_counts(conn, *args)
         orders = await sql.order_sums(conn, *args)
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}

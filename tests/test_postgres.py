@@ -3,6 +3,7 @@ import asyncio
 import asyncpg
 
 from service.store import postgres
+from service.store.clicks import REASON_COLUMNS
 from tests.conftest import PG_ROOT, RUN
 
 
@@ -22,4 +23,60 @@ async def test_concurrent_migrations_apply_once() -> None:
     finally:
         conn = await asyncpg.connect(f"{PG_ROOT}/postgres")
         await conn.execute(f'DROP DATABASE IF EXISTS "mcode_test_{RUN}_mig" WITH (FORCE)')
+        await conn.close()
+
+
+async def test_quarter_hour_rollups_migration_counts_kept_clicks_again_and_keeps_hours_without_clicks() -> None:
+    """0009 on a database whose hourly rollups were kept by the old writer: quarter hours from
+    the clicks where they are kept, an hour whose clicks are gone kept whole on its first quarter,
+    and hourly rows that had drifted from their clicks made their sums again."""
+    url = f"{PG_ROOT}/mcode_test_{RUN}_mig9"
+    reasons = ", ".join(f'"{r}"' for r in REASON_COLUMNS)
+    try:
+        await postgres.create_database_if_missing(url)
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                               " applied_at timestamptz NOT NULL DEFAULT now())")
+            for version, name, sql in postgres.migration_files():
+                if version < 9:
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2)", version, name)
+            kept = [("a1", "10:05", None), ("a2", "10:20", "ERR_BOT"), ("a3", "10:35", None),
+                    ("a4", "10:50", "ERR_DUP"), ("a5", "10:59:59.999", None), ("c1", "12:40", None),
+                    ("c2", "12:41", "ERR_404")]
+            for click_id, at, reason in kept:
+                await conn.execute(
+                    "INSERT INTO clicks (click_id, clicked_at, code, seller_id, reason, device_hash, ip, user_agent, "
+                    "referer) VALUES ($1, $2::text::timestamptz, $3, 's', $4, 'd', '', '', '')",
+                    click_id, f"2024-01-01 {at}+00", "A" if click_id < "b" else "C", reason)
+            # the old writer's hourly rows: A as its clicks, B's clicks dropped, C's drifted
+            await conn.execute(f"""
+                INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {reasons})
+                SELECT code, date_trunc('hour', clicked_at, 'UTC'), 's', count(*),
+                       count(*) FILTER (WHERE reason IS NULL),
+                       {", ".join(f"count(*) FILTER (WHERE reason = '{r}')" for r in REASON_COLUMNS)}
+                FROM clicks GROUP BY 1, 2""")
+            await conn.execute(f"""INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {reasons})
+                                   VALUES ('B', '2024-01-01 11:00+00', 's', 5, 3, 0, 0, 0, 0, 0, 2, 0)""")
+            await conn.execute("UPDATE click_rollups SET clicks = 7, valid_clicks = 6 WHERE code = 'C'")
+        finally:
+            await conn.close()
+        assert "0009_click_rollups_15m.sql" in await postgres.migrate(url)
+        conn = await asyncpg.connect(url)
+        try:
+            quarters = [(r["code"], r["quarter"].strftime("%H:%M"), r["clicks"], r["valid_clicks"], r["ERR_BOT"],
+                         r["ERR_DUP"], r["ERR_404"]) for r in await conn.fetch(
+                "SELECT * FROM click_rollups_15m ORDER BY code, quarter")]
+            assert quarters == [("A", "10:00", 1, 1, 0, 0, 0), ("A", "10:15", 1, 0, 1, 0, 0),
+                                ("A", "10:30", 1, 1, 0, 0, 0), ("A", "10:45", 2, 1, 0, 1, 0),
+                                ("B", "11:00", 5, 3, 2, 0, 0), ("C", "12:30", 2, 1, 0, 0, 1)]
+            hours = [(r["code"], r["hour"].strftime("%H:%M"), r["clicks"], r["valid_clicks"]) for r in await conn.fetch(
+                "SELECT * FROM click_rollups ORDER BY code, hour")]
+            assert hours == [("A", "10:00", 5, 3), ("B", "11:00", 5, 3), ("C", "12:00", 2, 1)]
+        finally:
+            await conn.close()
+    finally:
+        conn = await asyncpg.connect(f"{PG_ROOT}/postgres")
+        await conn.execute(f'DROP DATABASE IF EXISTS "mcode_test_{RUN}_mig9" WITH (FORCE)')
         await conn.close()

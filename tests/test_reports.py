@@ -99,7 +99,7 @@ async def test_traffic_numbers_for_a_scripted_mix(app: Starlette, client: httpx.
     assert total["rows"][0]["day"] == today
     assert total["rows"][0]["clicks"] == 11
     assert total["rows"][0]["gmv"] == {"JPY": "1500", "USD": "150.00"}
-    # a half-hour zone is answered from the clicks themselves, a whole-hour one from hourly rollups
+    # a half-hour zone and a whole-hour one: both from the rollups
     for tz in ("Asia/Kolkata", "America/New_York"):
         rows = (await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS,
                                  params={"seller_id": sid, "group_by": "utm_campaign,channel", "tz": tz})).json()
@@ -143,6 +143,52 @@ async def test_days_follow_the_time_zone(app: Starlette, client: httpx.AsyncClie
     utc = (await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS, params=params)).json()["rows"]
     assert [(r["day"], r["clicks"]) for r in shanghai] == [("2024-05-02", 1)]
     assert [(r["day"], r["clicks"]) for r in utc] == [("2024-05-01", 1)]
+
+
+async def test_days_begin_on_quarter_hours_in_every_zone(app: Starlette, client: httpx.AsyncClient,
+                                                          code: Maker) -> None:
+    """Local midnights at :15 (Asia/Kathmandu, 18:15 UTC) and :30 (Asia/Kolkata, 18:30 UTC) split
+    the hour that holds them: counted from quarter-hour rollups, which outlive the clicks."""
+    c = await code()
+    day = datetime(2024, 5, 1, tzinfo=UTC)
+    stamps = [(18, 14, 59, 999), (18, 15, 0, 0), (18, 29, 59, 999), (18, 30, 0, 0), (18, 44, 0, 0), (19, 0, 0, 0)]
+    clicks = []
+    for i, (hour, minute, second, ms) in enumerate(stamps):
+        at = int(day.replace(hour=hour, minute=minute, second=second).timestamp() * 1000) + ms
+        clicks.append(Click(new_click_id(at), at, c["code"], c["seller_id"], c["product_id"],
+                            "ERR_BOT" if i % 2 else "", f"d{i}", "203.0.113.0", "ua", ""))
+    async with app.state.ctx.pool.acquire() as conn:
+        await click_sql.write_batch(conn, [k.record() for k in clicks])
+    params = {"seller_id": c["seller_id"], "group_by": "day", "from": "2024-05-01", "to": "2024-05-02"}
+
+    async def by_day(tz: str) -> list[tuple[str, int, int]]:
+        rows = (await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS, params=params | {"tz": tz})).json()
+        return [(r["day"], r["clicks"], r["invalid_clicks"]["ERR_BOT"]) for r in rows["rows"]]
+
+    expected = {"Asia/Kathmandu": [("2024-05-01", 1, 0), ("2024-05-02", 5, 3)],
+                "Asia/Kolkata": [("2024-05-01", 3, 1), ("2024-05-02", 3, 2)],
+                "UTC": [("2024-05-01", 6, 3)], "America/St_Johns": [("2024-05-01", 6, 3)]}
+    for tz, days in expected.items():
+        assert await by_day(tz) == days, tz
+    async with app.state.ctx.pool.acquire() as conn:  # as retention would drop them
+        await conn.execute("DELETE FROM clicks WHERE code = $1", c["code"])
+    for tz, days in expected.items():
+        assert await by_day(tz) == days, tz
+
+
+async def test_offsets_off_the_quarter_hour_are_counted_from_the_clicks(app: Starlette, client: httpx.AsyncClient,
+                                                                        code: Maker) -> None:
+    # Africa/Monrovia was 44.5 minutes behind UTC until 1972: its days began at 00:44:30 UTC
+    c = await code()
+    day = datetime(1971, 12, 1, tzinfo=UTC)
+    clicks = [Click(new_click_id(at), at, c["code"], c["seller_id"], c["product_id"], "", f"d{at}", "203.0.113.0",
+                    "ua", "") for at in (int(day.replace(minute=m).timestamp() * 1000) for m in (40, 50))]
+    async with app.state.ctx.pool.acquire() as conn:
+        await click_sql.write_batch(conn, [k.record() for k in clicks])
+    rows = (await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS, params={
+        "seller_id": c["seller_id"], "group_by": "day", "from": "1971-11-30", "to": "1971-12-01",
+        "tz": "Africa/Monrovia"})).json()["rows"]
+    assert [(r["day"], r["clicks"]) for r in rows] == [("1971-11-30", 1), ("1971-12-01", 1)]
 
 
 async def test_report_parameters_are_checked(client: httpx.AsyncClient, seller: Maker) -> None:

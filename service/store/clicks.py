@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -38,11 +39,13 @@ async def ensure_partitions(conn: asyncpg.Connection, today: date | None = None,
             continue
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         try:
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF clicks "
+            # the lock on `clicks` is waited for briefly (see RETENTION_LOCK_TIMEOUT_MS), else
+            # tried again next round: days are made a week ahead
+            if await _with_lock_timeout(
+                conn, f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF clicks "
                 f"FOR VALUES FROM ('{start.isoformat()}') TO ('{(start + timedelta(days=1)).isoformat()}')"
-            )
-            made.append(name)
+            ):
+                made.append(name)
         except asyncpg.CheckViolationError:
             pass  # the default partition already holds rows of that day; they stay there
         except asyncpg.DuplicateTableError:
@@ -50,24 +53,159 @@ async def ensure_partitions(conn: asyncpg.Connection, today: date | None = None,
     return made
 
 
-# Every invalid reason, in the SPEC's order: one count column each in click_rollups and reports.
+# Retention. Dropping or detaching a partition takes ACCESS EXCLUSIVE on `clicks` and its default
+# partition (DETACH ... CONCURRENTLY is refused while a default partition exists), which waits for
+# every transaction using the table and makes every later one wait behind it. So each try waits
+# at most this long for its lock, then gives up until a later round: a writer's batch or a report
+# is held up by at most that, never by a long-running query ahead of the drop.
+RETENTION_LOCK_TIMEOUT_MS = 200
+RETENTION_TRIES = 3
+RETENTION_PAUSE_S = 0.5
+# At most this many partitions per call (a first run over a long history catches up over a few).
+RETENTION_MAX_PARTITIONS = 31
+# Rows of expired days in the default partition are deleted this many at a time, at most
+# RETENTION_MAX_CHUNKS times per call: each chunk is a short transaction of its own.
+RETENTION_CHUNK = 10_000
+RETENTION_MAX_CHUNKS = 100
+# One process at a time drops partitions (any fixed number will do).
+RETENTION_LOCK = 0x6D63726574
+# A partition is detached, marked so, then dropped in a transaction of its own (its files are
+# unlinked without holding `clicks`); a table so marked that a crash left behind is dropped later.
+_DETACHED_MARK = "mcode retention: detached, to be dropped"
+_DAY_PARTITION = re.compile(r"clicks_(\d{8})")
+
+
+def _retention_cutoff(retention_days: int, today: date) -> date:
+    """The first day kept: days before it are past retention. Never later than yesterday."""
+    return min(today - timedelta(days=max(retention_days, 0)), today - timedelta(days=1))
+
+
+async def _with_lock_timeout(conn: asyncpg.Connection, *statements: str) -> bool:
+    """Run the statements in one transaction, each lock waited for at most
+    RETENTION_LOCK_TIMEOUT_MS; False when a lock was not granted in time (nothing done)."""
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{RETENTION_LOCK_TIMEOUT_MS}ms'")
+            for statement in statements:
+                await conn.execute(statement)
+    except asyncpg.LockNotAvailableError:
+        return False
+    return True
+
+
+async def drop_expired_partitions(conn: asyncpg.Connection, retention_days: int,
+                                  today: date | None = None) -> list[str]:
+    """Drop the day partitions of `clicks` whose whole (UTC) day is more than `retention_days`
+    days before `today` (default: today in UTC; today's and yesterday's are always kept), and
+    delete, in bounded chunks, the default partition's clicks of those days. Returns the names
+    of the partitions dropped; those whose lock was not granted in time are left for a later
+    call. Rollups, orders, carts and events are untouched: reports over dropped days stay exact.
+
+    Safe while writers and reports run (see RETENTION_LOCK_TIMEOUT_MS); one process at a time
+    (the others return at once). `conn` must not be inside a transaction: every step commits
+    on its own."""
+    if conn.is_in_transaction():
+        raise RuntimeError("drop_expired_partitions commits step by step: call it outside a transaction")
+    today = today or datetime.now(UTC).date()
+    cutoff = _retention_cutoff(retention_days, today)
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK):
+        return []
+    try:
+        tables = await conn.fetch(
+            """
+            SELECT c.relname, i.inhrelid IS NOT NULL AS attached, obj_description(c.oid, 'pg_class') AS note
+            FROM pg_class c
+            LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = 'clicks'::regclass
+            WHERE c.relkind = 'r' AND c.relname ~ '^clicks_[0-9]{8}$'
+              AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = 'clicks'::regclass)
+            ORDER BY c.relname
+            """
+        )
+        expired = []
+        for table in tables:
+            match = _DAY_PARTITION.fullmatch(table["relname"])
+            try:
+                day = datetime.strptime(match.group(1), "%Y%m%d").date() if match else None
+            except ValueError:
+                day = None
+            if day is not None and day < cutoff and (table["attached"] or table["note"] == _DETACHED_MARK):
+                expired.append((table["relname"], table["attached"]))
+        dropped = []
+        for name, attached in expired[:RETENTION_MAX_PARTITIONS]:
+            for attempt in range(RETENTION_TRIES):
+                if attempt:
+                    await asyncio.sleep(RETENTION_PAUSE_S)
+                if attached and await _with_lock_timeout(
+                    conn, f"ALTER TABLE clicks DETACH PARTITION {name}",
+                    f"COMMENT ON TABLE {name} IS '{_DETACHED_MARK}'",
+                ):
+                    attached = False
+                if not attached and await _with_lock_timeout(conn, f"DROP TABLE IF EXISTS {name}"):
+                    dropped.append(name)
+                    break
+            else:
+                break  # `clicks` is busy (a long query holds it): the rest waits for a later round
+        await _delete_expired_defaults(conn, cutoff)
+        return dropped
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK)
+
+
+async def _delete_expired_defaults(conn: asyncpg.Connection, cutoff: date) -> int:
+    """Clicks of days past retention that the default partition holds (days that had no partition
+    of their own when they were written); returns how many were deleted."""
+    before = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
+    deleted = 0
+    for _ in range(RETENTION_MAX_CHUNKS):
+        status = await conn.execute(
+            "DELETE FROM clicks_default WHERE ctid = ANY(ARRAY("
+            "SELECT ctid FROM clicks_default WHERE clicked_at < $1 LIMIT $2))",
+            before, RETENTION_CHUNK,
+        )
+        n = int(status.split()[-1])
+        deleted += n
+        if n < RETENTION_CHUNK:
+            break
+    return deleted
+
+
+# Every invalid reason, in the SPEC's order: one count column each in the rollups and reports.
 REASON_COLUMNS = ("ERR_400", "ERR_403", "ERR_404", "ERR_410", "ERR_PREFETCH", "ERR_BOT", "ERR_DUP")
 _COUNTS = ", ".join(f'"{r}"' for r in REASON_COLUMNS)
-_ADD_COUNTS = ", ".join(
-    f'{c} = click_rollups.{c} + EXCLUDED.{c}' for c in ("clicks", "valid_clicks", *(f'"{r}"' for r in REASON_COLUMNS))
-)
+_COUNT_COLUMNS = ("clicks", "valid_clicks", *(f'"{r}"' for r in REASON_COLUMNS))
+# Click counts are kept twice, by the writer, in the transaction that stores the clicks: per code
+# and UTC hour (click_rollups) and per code and quarter hour (click_rollups_15m, migration 0009).
+# An hourly row is always the sum of its hour's quarter rows.
+_QUARTER = "date_bin('15 minutes', {0}, timestamptz '2000-01-01 00:00:00+00')"
+_HOUR = "date_trunc('hour', {0}, 'UTC')"
+
+
+def _add_counts(table: str) -> str:
+    return ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in _COUNT_COLUMNS)
+
+
 _REASON_FILTERS = ", ".join(f"count(*) FILTER (WHERE reason = '{r}')" for r in REASON_COLUMNS)
-# Clicks not stored yet go in; the hourly rollups count exactly those. Safe to repeat.
+
+
+def _count_clicks(source: str, bucket: str) -> str:
+    """Counts of `source`'s rows (code, clicked_at, seller_id, reason) per code and bucket."""
+    return (f"SELECT code, {bucket.format('clicked_at')}, min(seller_id), count(*), "
+            f"count(*) FILTER (WHERE reason IS NULL), {_REASON_FILTERS} FROM {source} GROUP BY 1, 2")
+
+
+_INTO_QUARTERS = f"INSERT INTO click_rollups_15m (code, quarter, seller_id, clicks, valid_clicks, {_COUNTS})"
+_INTO_HOURS = f"INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {_COUNTS})"
+_ADD_TO_QUARTERS = f"ON CONFLICT (quarter, code) DO UPDATE SET {_add_counts('click_rollups_15m')}"
+_ADD_TO_HOURS = f"ON CONFLICT (code, hour) DO UPDATE SET {_add_counts('click_rollups')}"
+# Clicks not stored yet go in; the rollups count exactly those. Safe to repeat.
 _MERGE = f"""
 WITH new AS (
     INSERT INTO clicks ({_COLS}) SELECT {_COLS} FROM clicks_in ON CONFLICT DO NOTHING
     RETURNING code, clicked_at, seller_id, reason
-), counted AS (
-    INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {_COUNTS})
-    SELECT code, date_trunc('hour', clicked_at, 'UTC'), min(seller_id), count(*),
-           count(*) FILTER (WHERE reason IS NULL), {_REASON_FILTERS}
-    FROM new GROUP BY 1, 2
-    ON CONFLICT (code, hour) DO UPDATE SET {_ADD_COUNTS}
+), quarters AS (
+    {_INTO_QUARTERS} {_count_clicks("new", _QUARTER)} {_ADD_TO_QUARTERS}
+), hours AS (
+    {_INTO_HOURS} {_count_clicks("new", _HOUR)} {_ADD_TO_HOURS}
 )
 SELECT count(*) FROM new
 """
@@ -85,15 +223,18 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-# Counts given per (code, hour as 'YYYY-MM-DDTHH' in UTC, seller, reason), added to the rollups.
+# Counts given per (code, quarter hour as 'YYYY-MM-DDTHH:MM' in UTC, seller, reason), added to
+# the quarter-hour and the hourly rollups.
+_SUMS = ", ".join(["min(seller_id)", "sum(n)", "coalesce(sum(n) FILTER (WHERE reason IS NULL), 0)",
+                   *(f"coalesce(sum(n) FILTER (WHERE reason = '{r}'), 0)" for r in REASON_COLUMNS)])
 _ADD_ROLLUPS = f"""
-INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {_COUNTS})
-SELECT code, (hour || ':00:00+00:00')::timestamptz, min(seller_id), sum(n),
-       coalesce(sum(n) FILTER (WHERE reason IS NULL), 0),
-       {", ".join(f"coalesce(sum(n) FILTER (WHERE reason = '{r}'), 0)" for r in REASON_COLUMNS)}
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS t(code, hour, seller_id, reason, n)
-GROUP BY 1, 2
-ON CONFLICT (code, hour) DO UPDATE SET {_ADD_COUNTS}
+WITH given AS (
+    SELECT code, (quarter || ':00+00:00')::timestamptz AS quarter, seller_id, reason, n
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS t(code, quarter, seller_id, reason, n)
+), quarters AS (
+    {_INTO_QUARTERS} SELECT code, quarter, {_SUMS} FROM given GROUP BY 1, 2 {_ADD_TO_QUARTERS}
+)
+{_INTO_HOURS} SELECT code, {_HOUR.format("quarter")}, {_SUMS} FROM given GROUP BY 1, 2 {_ADD_TO_HOURS}
 """
 _ESCAPED = re.compile(rb"\\(.?)")  # a lone backslash at the end matches too, and is refused
 _UNESCAPED = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
@@ -115,13 +256,17 @@ def _copy_value(field: bytes) -> str | None:
     return field.decode()  # UnicodeDecodeError is a ValueError too
 
 
-def rollup_counts(rows: Sequence[bytes], columns: Sequence[str]) -> list[list[Any]] | None:
-    """The rows' counts per code, UTC hour, seller and reason, as the columns of _ADD_ROLLUPS;
-    None when a row is not written the way Click.row() writes it (time in UTC to the ms, UTF-8,
-    its own escapes only): Postgres then reads such rows itself, and refuses them if they are
-    garbled."""
+# A minute of the hour ('00'..'59') to its quarter hour's first minute.
+_QUARTER_OF = {b"%02d" % m: b"%02d" % (m - m % 15) for m in range(60)}
+
+
+def rollup_counts(rows: Sequence[bytes], columns: Sequence[str], quarters: bool = False) -> list[list[Any]] | None:
+    """The rows' counts per code, UTC hour ('YYYY-MM-DDTHH') or with `quarters` UTC quarter hour
+    ('YYYY-MM-DDTHH:MM', as _ADD_ROLLUPS takes them), seller and reason; None when a row is not
+    written the way Click.row() writes it (time in UTC to the ms, UTF-8, its own escapes only):
+    Postgres then reads such rows itself, and refuses them if they are garbled."""
     at, code, seller, reason = (columns.index(c) for c in ("clicked_at", "code", "seller_id", "reason"))
-    counts: Counter[tuple[bytes, bytes, bytes, bytes]] = Counter()
+    per_minute: Counter[tuple[bytes, bytes, bytes, bytes]] = Counter()
     for row in rows:
         fields = row.split(b"\t")
         if len(fields) != len(columns):
@@ -129,11 +274,20 @@ def rollup_counts(rows: Sequence[bytes], columns: Sequence[str]) -> list[list[An
         clicked_at = fields[at]
         if len(clicked_at) != 29 or not clicked_at.endswith(b"+00:00") or not clicked_at.isascii():
             return None
-        counts[fields[code], clicked_at[:13], fields[seller], fields[reason]] += 1
+        per_minute[fields[code], clicked_at[:16], fields[seller], fields[reason]] += 1
+    counts: Counter[tuple[bytes, bytes, bytes, bytes]] = Counter()
+    for (code_, minute, seller_, reason_), n in per_minute.items():
+        if not quarters:
+            counts[code_, minute[:13], seller_, reason_] += n
+            continue
+        first = _QUARTER_OF.get(minute[14:])
+        if first is None:
+            return None
+        counts[code_, minute[:14] + first, seller_, reason_] += n
     out: list[list[Any]] = [[], [], [], [], []]
     try:
-        for (code_, hour, seller_, reason_), n in counts.items():
-            for column, value in zip(out, (_copy_value(code_), hour.decode(), _copy_value(seller_),
+        for (code_, bucket, seller_, reason_), n in counts.items():
+            for column, value in zip(out, (_copy_value(code_), bucket.decode(), _copy_value(seller_),
                                            _copy_value(reason_), n), strict=True):
                 column.append(value)
     except ValueError:
@@ -151,7 +305,7 @@ async def write_rows(conn: asyncpg.Connection, rows: Sequence[bytes], columns: S
     instead, which inserts only the new clicks and counts exactly those: twice the work, for a
     rare case."""
     data = b"\n".join(rows) + b"\n"
-    counts = rollup_counts(rows, columns)
+    counts = rollup_counts(rows, columns, quarters=True)
     if counts is not None:
         try:
             async with conn.transaction():
@@ -201,10 +355,30 @@ async def around(conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]], sta
     return rows
 
 
+# Counts moved between valid and ERR_DUP per code and quarter hour, in both rollups.
+_MOVE_COUNTS = f"""
+WITH moves AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[]) AS d(code, quarter, n)
+), hours AS (
+    UPDATE click_rollups r SET valid_clicks = r.valid_clicks + h.n, "ERR_DUP" = r."ERR_DUP" - h.n
+    FROM (SELECT code, {_HOUR.format("quarter")} AS hour, sum(n) AS n FROM moves GROUP BY 1, 2) AS h
+    WHERE r.code = h.code AND r.hour = h.hour
+)
+UPDATE click_rollups_15m r SET valid_clicks = r.valid_clicks + d.n, "ERR_DUP" = r."ERR_DUP" - d.n
+FROM moves d WHERE r.code = d.code AND r.quarter = d.quarter
+"""
+
+
+def quarter_of(at: datetime) -> datetime:
+    """The start of the UTC quarter hour holding `at`."""
+    at = at.astimezone(UTC)
+    return at.replace(minute=at.minute - at.minute % 15, second=0, microsecond=0)
+
+
 async def change_verdicts(conn: asyncpg.Connection,
                           changes: Sequence[tuple[str, datetime, str, bool, str | None]]) -> None:
     """Stored clicks (id, time, code, valid until now, new first click id or None for valid)
-    whose verdict changes; their hourly rollups move with them."""
+    whose verdict changes; their rollups (quarter-hour and hourly) move with them."""
     await conn.execute(
         """
         UPDATE clicks c SET reason = CASE WHEN t.original IS NULL THEN NULL ELSE 'ERR_DUP' END,
@@ -216,15 +390,10 @@ async def change_verdicts(conn: asyncpg.Connection,
     )
     moves: Counter[tuple[str, datetime]] = Counter()
     for _, at, code, was_valid, original in changes:  # +1: one more valid click and one repeat less
-        moves[code, at.replace(minute=0, second=0, microsecond=0)] += (original is None) - was_valid
-    await conn.execute(
-        """
-        UPDATE click_rollups r SET valid_clicks = r.valid_clicks + d.n, "ERR_DUP" = r."ERR_DUP" - d.n
-        FROM unnest($1::text[], $2::timestamptz[], $3::bigint[]) AS d(code, hour, n)
-        WHERE r.code = d.code AND r.hour = d.hour
-        """,
-        [k[0] for k in moves], [k[1] for k in moves], list(moves.values()),
-    )
+        moves[code, quarter_of(at)] += (original is None) - was_valid
+    moved = [(code, quarter, n) for (code, quarter), n in moves.items() if n]
+    if moved:
+        await conn.execute(_MOVE_COUNTS, *(list(column) for column in zip(*moved, strict=True)))
 
 
 async def write_batch(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> int:
@@ -238,18 +407,35 @@ async def write_batch(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...
     return inserted
 
 
-async def recount_rollups(conn: asyncpg.Connection) -> None:
-    """Rebuild click_rollups from the clicks (after a bulk load that bypassed write_batch)."""
+_REPLACE_COUNTS = ", ".join(f"{c} = EXCLUDED.{c}" for c in ("seller_id", *_COUNT_COLUMNS))
+
+
+async def recount_rollups(conn: asyncpg.Connection, since: datetime | None = None) -> None:
+    """Count the rollups again from the clicks (after a bulk load that bypassed the writer, or
+    writers that ran an older version), from `since` on or over all time.
+
+    The clicks win wherever they are kept: each quarter hour that has clicks is counted again.
+    A quarter hour whose clicks are gone (dropped by retention) keeps its counts, which are then
+    the only record of them. Hourly rows are summed again from their quarters. Writers wait
+    meanwhile (the tables are held in SHARE mode), so nothing is counted twice or missed."""
+    if since is not None:
+        since = quarter_of(since)  # whole quarter hours only: a part would replace the whole
+    bounds = "TRUE" if since is None else "clicked_at >= $1"
+    source = f"(SELECT code, clicked_at, seller_id, reason FROM clicks WHERE {bounds}) AS kept"
+    args = () if since is None else (since,)
     async with conn.transaction():
-        await conn.execute("TRUNCATE click_rollups")
-        await conn.execute(
-            f"""
-            INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {_COUNTS})
-            SELECT code, date_trunc('hour', clicked_at, 'UTC'), min(seller_id), count(*),
-                   count(*) FILTER (WHERE reason IS NULL), {_REASON_FILTERS}
-            FROM clicks GROUP BY 1, 2
-            """
-        )
+        await conn.execute("LOCK TABLE clicks, click_rollups, click_rollups_15m IN SHARE MODE")
+        await conn.execute(f"{_INTO_QUARTERS} {_count_clicks(source, _QUARTER)} "
+                           f"ON CONFLICT (quarter, code) DO UPDATE SET {_REPLACE_COUNTS}", *args)
+        sums = ", ".join(["min(seller_id)", *(f"sum({c})" for c in _COUNT_COLUMNS)])
+        if since is None:
+            await conn.execute("TRUNCATE click_rollups")
+            quarters = "click_rollups_15m"
+        else:
+            await conn.execute(f"DELETE FROM click_rollups WHERE hour >= {_HOUR.format('$1::timestamptz')}", since)
+            quarters = f"click_rollups_15m WHERE quarter >= {_HOUR.format('$1::timestamptz')}"
+        await conn.execute(f"{_INTO_HOURS} SELECT code, {_HOUR.format('quarter')}, {sums} FROM {quarters} "
+                           "GROUP BY 1, 2", *args)
 
 
 async def find_click(conn: asyncpg.Connection, click_id: str, clicked_at: datetime) -> dict[str, Any] | None:

@@ -7,15 +7,15 @@ assembled only from these names; every value travels as a parameter.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from service.store.clicks import REASON_COLUMNS
 
-REASONS = REASON_COLUMNS  # one count column per invalid reason, as click_rollups has them
-# group key -> SQL over the fact table `f` (clicks, click_rollups, carts or orders) and its code `d`
+REASONS = REASON_COLUMNS  # one count column per invalid reason, as the rollups have them
+# group key -> SQL over the fact table `f` (clicks, rollups, carts or orders) and its code `d`
 KEYS = {
     "day": "(f.{time} AT TIME ZONE {tz})::date",
     "code": "f.code",
@@ -46,6 +46,11 @@ class _Query:
         positions = [str(i) for i in range(1, len(keys) + 1)]
         self.positions = positions
 
+    def param(self, value: Any) -> str:
+        """One more parameter; returns its placeholder."""
+        self.args.append(value)
+        return f"${len(self.args)}"
+
     def group(self, *extra: str) -> str:
         items = self.positions + list(extra)
         return f"GROUP BY {', '.join(items)}" if items else ""
@@ -65,19 +70,40 @@ class _Query:
 
 async def click_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
                        start: datetime, end: datetime, tz: str) -> list[dict[str, Any]]:
-    """From the clicks themselves: exact for any time zone, slower at size than hourly_click_counts."""
+    """From the clicks themselves, for days whose bounds no rollup lines up with (see
+    rollup_click_counts): exact only where the clicks are still kept (retention drops them)."""
     q = _Query(keys, seller_id, start, end, tz)
     reasons = ", ".join(f"count(*) FILTER (WHERE f.reason = '{r}') AS \"{r}\"" for r in REASONS)
     counts = f"count(*) AS clicks, count(*) FILTER (WHERE f.reason IS NULL) AS valid_clicks, {reasons}"
     return await q.fetch(conn, counts, "clicks")
 
 
-async def hourly_click_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
-                              start: datetime, end: datetime, tz: str) -> list[dict[str, Any]]:
-    """From click_rollups; `start` and `end` must fall on whole UTC hours."""
-    q = _Query(keys, seller_id, start, end, tz, time="hour")
+_COUNTED = ("code", "seller_id", "clicks", "valid_clicks", *(f'"{r}"' for r in REASONS))
+
+
+async def rollup_click_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
+                              start: datetime, end: datetime, tz: str,
+                              cut_hours: Sequence[datetime] = ()) -> list[dict[str, Any]]:
+    """From the rollups, exact in any time zone whose days begin on UTC quarter hours: hourly
+    rows for the hours within one local day, quarter-hour rows for `cut_hours`, the UTC hours
+    that a day's start cuts (every hour holding a day start, `start` or `end` off the hour).
+    Rollups outlive the clicks, so days that retention dropped are counted too."""
+    q = _Query(keys, seller_id, start, end, tz, time="at")
+    if cut_hours:
+        cuts = q.param(list(cut_hours))
+        # the quarters themselves, so that the index finds each one (a range join per hour would
+        # have the planner read every quarter row of the period and filter)
+        quarters = q.param([hour + timedelta(minutes=m) for hour in cut_hours for m in (0, 15, 30, 45)])
+        table = f"""(
+            SELECT hour AS at, {", ".join(_COUNTED)} FROM click_rollups WHERE hour <> ALL({cuts}::timestamptz[])
+            UNION ALL
+            SELECT quarter AS at, {", ".join(_COUNTED)} FROM click_rollups_15m
+            WHERE quarter = ANY({quarters}::timestamptz[])
+        )"""
+    else:
+        table = f"(SELECT hour AS at, {', '.join(_COUNTED)} FROM click_rollups)"
     counts = ", ".join(f'coalesce(sum(f."{c}"), 0)::bigint AS "{c}"' for c in ("clicks", "valid_clicks", *REASONS))
-    return await q.fetch(conn, counts, "click_rollups")
+    return await q.fetch(conn, counts, table)
 
 
 async def cart_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
