@@ -6,7 +6,7 @@ import ipaddress
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.urls import HostPolicy, UrlError, normalize_product_url
@@ -124,6 +124,16 @@ class Settings(BaseSettings):
     @property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
+
+
+def describe(exc: ValidationError) -> str:
+    """What is wrong with the environment, in one line: `MCODE_NAME: why; ...`."""
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        name = f"MCODE_{str(error['loc'][0]).upper()}" if error["loc"] else ""
+        problems.append(f"{name}: {message}" if name and name not in message else message)
+    return "; ".join(problems)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import redis
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -33,7 +32,18 @@ from schemathesis.checks import not_a_server_error
 
 from service import openapi
 from service.auth import sign
-from tests.conftest import ADMIN, ADMIN_HEADERS, DATABASE_URL, OLD_SECRET, REDIS_URL, RUN, SECRET, SIGNING, UTM
+from tests.conftest import (
+    ADMIN,
+    ADMIN_HEADERS,
+    DATABASE_URL,
+    OLD_SECRET,
+    REDIS_URL,
+    RUN,
+    SECRET,
+    SIGNING,
+    UTM,
+    drop_redis_keys,
+)
 from tests.test_redirect import BUYER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,13 +138,7 @@ def _seed(base: str) -> None:
 
 
 def _drop_keys() -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{PREFIX}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    drop_redis_keys(PREFIX)
 
 
 @pytest.fixture(scope="module")
