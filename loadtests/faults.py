@@ -331,7 +331,7 @@ async def run_scenario(scenario: Scenario, rate: int, warmup_s: float = WARMUP_S
     # A Redis that has run for hours, as in production: its verdicts stand until a fault puts
     # them in doubt (a fresh one would have every click judged again in Postgres for an hour).
     admin = await keys.client(redis.url)
-    shards = keys.Shards("mc:", Settings.model_fields["click_streams"].default)
+    shards = keys.Shards("mc:", Settings.model_fields["click_streams"].default, cluster=scenario.cluster)
     for shard in range(shards.count):
         await admin.set(shards.epoch(shard), str(int(time.time() * 1000) - 7_200_000))
     await admin.aclose()

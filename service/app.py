@@ -72,7 +72,7 @@ async def open_context(settings: Settings) -> Context:
     pool = await postgres.create_pool(settings.database_url)
     redis = await keys.client(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     hosts = HostPolicy(settings.allowed_hosts)
-    shards = keys.Shards(settings.redis_prefix, settings.click_streams)
+    shards = keys.Shards(settings.redis_prefix, settings.click_streams, cluster=isinstance(redis, RedisCluster))
     # One folder per database and key prefix: two deployments on a host never replay each other's clicks.
     spool = Spool(settings.spool_dir, namespace=f"{settings.database_url}|{settings.redis_prefix}")
     return Context(

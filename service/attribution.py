@@ -79,11 +79,9 @@ class Clicks:
                               row["code"], row["seller_id"])
         try:
             # bounded: the event holds a pooled Postgres connection meanwhile
-            # the shard the id names; a release before shards kept it elsewhere (a rolling deploy)
-            places = [key for key in (self.shards.attribution_key(click_id),
-                                      keys.legacy_attribution_key(self.prefix, click_id)) if key is not None]
+            place = self.shards.attribution_key(click_id)
             async with asyncio.timeout(REDIS_TIMEOUT_S):
-                found = await asyncio.gather(*(self.redis.hget(place, click_id) for place in places))
+                found = [await self.redis.hget(place, click_id)] if place is not None else []
         except (RedisError, RedisClusterException, OSError, TimeoutError):
             metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             # The click may be answered but not yet in Postgres: saying "no click" could be wrong.

@@ -218,9 +218,11 @@ class ClickLog:
         self.checks = asyncio.Lock()  # one check (and its resending) at a time
         self.pending: Batch = []
         self.pumps: set[asyncio.Task[None]] = set()
+        self.turn = 0  # the stream of the next batch, on one Redis node
 
     def new_click_id(self, at_ms: int, code: str, device_hash: str) -> str:
-        return new_click_id(at_ms, self.shards.of_device(code, device_hash))
+        """On a cluster the id names the click's shard, where its attribution record is."""
+        return new_click_id(at_ms, self.shards.of_device(code, device_hash) if self.shards.cluster else 0)
 
     def log(self, click: Click, dedup: bool) -> asyncio.Future[str]:
         """Resolves, once the click is durable, to the first click's id for a repeat, else ''."""
@@ -247,7 +249,11 @@ class ClickLog:
                 self.pumps.discard(task)
 
     def parts(self, batch: Sequence[tuple[Click, bool, Any]]) -> list[Part]:
-        """The batch by shard, each part in the batch's order."""
+        """The batch by shard, each part in the batch's order (on one Redis node, one part to the
+        next stream in turn: slots do not matter there, and one stream entry costs less)."""
+        if not self.shards.cluster:
+            self.turn = (self.turn + 1) % self.shards.count
+            return [(self.turn, batch)]
         by_shard: dict[int, list[tuple[Click, bool, Any]]] = {}
         for item in batch:
             by_shard.setdefault(self.shards.of_device(item[0].code, item[0].device_hash), []).append(item)
@@ -258,11 +264,11 @@ class ClickLog:
             await self._spool(batch)
             return
         parts = self.parts(batch)
-        if self.redis.cluster:  # a call per shard, each to its own master
+        if len(parts) > 1:  # a cluster: a call per shard, each to its own master
             await asyncio.gather(*(self._call([part]) for part in parts))
         else:
             await self._call(parts)
-        if self.redis.cluster and self._failovers():
+        if self.shards.cluster and self._failovers():
             self.check_soon()
 
     async def _call(self, parts: list[Part]) -> None:
@@ -313,18 +319,22 @@ class ClickLog:
         for shard, items in parts:
             lengths: list[int] = []
             buckets: list[resp.Arg] = []
-            bucket = -1
+            bucket = ""
             for click, _, _ in items:
-                if click.at_ms // keys.ATTRIBUTION_BUCKET_MS != bucket:
-                    bucket = click.at_ms // keys.ATTRIBUTION_BUCKET_MS
-                    buckets.append(self.shards.attribution_bucket(shard, bucket))
+                # (on a cluster the part's shard; on one node every click in one hash per second)
+                key = self.shards.attribution_bucket(shard, click.at_ms // keys.ATTRIBUTION_BUCKET_MS)
+                if key != bucket:
+                    bucket = key
+                    buckets.append(key)
                     lengths.append(0)
                 lengths[-1] += 1
             call_keys += [self.shards.streams[shard], self.shards.backlog(shard), self.shards.epoch(shard),
                           self.shards.doubt(shard), *buckets]
-            call_keys += [self.shards.dedup(shard, c.code, c.device_hash) for c, dedup, _ in items if dedup]
+            call_keys += [self.shards.dedup(shard if self.shards.cluster else 0, c.code, c.device_hash)
+                          for c, dedup, _ in items if dedup]
             args += ["\n".join(c.row() for c, _, _ in items), len(items),
-                     "".join("d" if dedup else "-" for _, dedup, _ in items), self.epochs.get(shard, b""),
+                     "".join("d" if dedup else "-" for _, dedup, _ in items),
+                     self.epochs.get(shard if self.shards.cluster else 0, b""),
                      len(lengths), *lengths]
             for c, _, _ in items:
                 args += [c.click_id, keys.attribution_value(c.at_ms, c.reason, "", c.code, c.seller_id)]
@@ -407,7 +417,7 @@ class ClickLog:
         args: list[resp.Arg] = [self.dedup_ttl * 1000]
         if doubt_since_ms is not None:
             args += [doubt_since_ms, now_ms() + self.dedup_ttl * 1000]
-        shards = range(self.shards.count)
+        shards = self.shards.places()
         async with asyncio.timeout(REPLAY_TIMEOUT_S):
             epochs = await asyncio.gather(*(
                 self.redis.evalsha(self.epoch_script, [self.shards.epoch(s), self.shards.doubt(s)], *args)
@@ -417,7 +427,7 @@ class ClickLog:
         lost |= self.suspect
         self.suspect = set()
         if lost:  # (kept in `recent` too: should the shard lose its data again, they go again)
-            self.resend = [*self.resend, *(part for part in self.recent if part[1] in lost)]
+            self.resend = [*self.resend, *(part for part in self.recent if part[1] in lost or not self.shards.cluster)]
         if self.resend:
             log.warning("redis lost clicks of %d shards (epoch changed, or failover): sending the %d clicks of "
                         "the last %.0f s again", len(lost), sum(len(flags) for *_, flags in self.resend), RESEND_S)

@@ -380,7 +380,7 @@ class Writer:
         """Open a doubt span, in each shard of the clicks, from a second before its first click."""
         first: dict[int, int] = {}
         for click, _ in clicks:
-            shard = self.shards.of_device(click.code, click.device_hash)
+            shard = self.shards.of_device(click.code, click.device_hash) if self.shards.cluster else 0
             first[shard] = min(first.get(shard, click.at_ms), click.at_ms)
         until = int(time.time() * 1000) + self.window_ms
         for shard, at_ms in first.items():

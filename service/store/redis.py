@@ -46,11 +46,15 @@ def shard_tags(count: int) -> tuple[str, ...]:
 
 
 class Shards:
-    """The keys of each click shard."""
+    """The keys of each click shard. On one Redis node (`cluster` False) slots do not matter, and
+    a batch is cheaper as one stream entry than as a part per shard: the shards then share one
+    epoch, one doubt span and one attribution hash per second (the layout of the release before
+    shards), and keep only their streams and backlogs."""
 
-    def __init__(self, prefix: str, count: int) -> None:
+    def __init__(self, prefix: str, count: int, cluster: bool = False) -> None:
         self.prefix = prefix
         self.count = count
+        self.cluster = cluster
         self.tags = shard_tags(count)
         self.streams = [self.key(shard, "clicks") for shard in range(count)]
 
@@ -82,18 +86,22 @@ class Shards:
         """Clicks answered but not yet committed: the log script adds, the ack script subtracts."""
         return self.key(shard, "backlog") if shard is not None else f"{self.prefix}backlog"
 
-    def epoch(self, shard: int) -> str:
+    def places(self) -> list[int]:
+        """A shard for each epoch and doubt span: every shard on a cluster, any one on one node."""
+        return list(range(self.count)) if self.cluster else [0]
+
+    def epoch(self, shard: int | None) -> str:
         """A token set once per life of the shard's Redis data: when a click log finds it changed
         or gone, that Redis has lost what it held (a restart without persistence, a flush), and
         the clicks it took in the last seconds are sent again."""
-        return self.key(shard, "epoch")
+        return self.key(shard, "epoch") if self.cluster and shard is not None else f"{self.prefix}epoch"
 
     def doubt(self, shard: int | None) -> str:
         """`<from ms>:<until ms>`: the shard's clicks stamped in this span are judged again in
         Postgres by the writers (their Redis verdicts may miss a first click Redis lost or never
         saw). Set when Redis is found without its epoch, and by a click log coming back from a
         Redis outage. (None: the one span of the release before shards.)"""
-        return self.key(shard, "doubt") if shard is not None else f"{self.prefix}doubt"
+        return self.key(shard, "doubt") if self.cluster and shard is not None else f"{self.prefix}doubt"
 
     def dedup(self, shard: int, code: str, device_hash: str) -> str:
         """The first valid click id of a device on a code; expires with the dedup window."""
@@ -102,13 +110,13 @@ class Shards:
     def attribution_bucket(self, shard: int, second: int) -> str:
         """The hash of one second of a shard's clicks: field = click id, value = attribution_value(...).
         A hash per second costs far less than a key per click."""
-        return self.key(shard, f"cs:{second}")
+        return self.key(shard, f"cs:{second}") if self.cluster else f"{self.prefix}cs:{second}"
 
     def attribution_key(self, click_id: str) -> str | None:
         shard = self.of_click(click_id)
-        if shard is None:
+        if shard is None and self.cluster:
             return None
-        return self.attribution_bucket(shard, int(click_id[:12], 16) // ATTRIBUTION_BUCKET_MS)
+        return self.attribution_bucket(shard or 0, int(click_id[:12], 16) // ATTRIBUTION_BUCKET_MS)
 
 
 async def client(urls: str, **options: Any) -> Client:
@@ -161,13 +169,6 @@ async def backlog(redis: Any, shards: Shards) -> int:
 # One hash of attribution records per second of clicks. (Per minute, as before 2026-11-27, a
 # busy minute's hash held over a million fields, and each HSET into it cost ~4x more.)
 ATTRIBUTION_BUCKET_MS = 1000
-
-
-def legacy_attribution_key(prefix: str, click_id: str) -> str:
-    """Where releases before shards kept the record: a hash per second, untagged. Read as a
-    fallback so that orders on clicks an old worker answered during a rolling deploy are still
-    found; once the attribution window + slack (40 minutes by default) has passed, none is left."""
-    return f"{prefix}cs:{int(click_id[:12], 16) // ATTRIBUTION_BUCKET_MS}"
 
 
 def attribution_value(at_ms: int, reason: str, first: str, code: str, seller: str | None) -> str:
