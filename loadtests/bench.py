@@ -62,17 +62,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def env() -> dict[str, str]:
+def env(redis_url: str | None = None) -> dict[str, str]:
     return os.environ | {
-        "MCODE_ENV": "dev", "MCODE_DATABASE_URL": DATABASE_URL, "MCODE_REDIS_URL": REDIS_URL,
+        "MCODE_ENV": "dev", "MCODE_DATABASE_URL": DATABASE_URL, "MCODE_REDIS_URL": redis_url or REDIS_URL,
         "MCODE_REDIS_PREFIX": PREFIX, "MCODE_ADMIN_TOKENS": ADMIN, "MCODE_COOKIE_SECURE": "0",
         "MCODE_SPOOL_DIR": "/tmp/mcode-bench-spool", "PYTHONPATH": str(ROOT), "MCODE_TRUSTED_PROXIES": TRUSTED,
     }
 
 
-def start(app: str, port: int) -> subprocess.Popen[bytes]:
+def start(app: str, port: int, redis_url: str | None = None) -> subprocess.Popen[bytes]:
     uvicorn = str(Path(sys.executable).with_name("uvicorn"))
-    return subprocess.Popen([uvicorn, app, "--port", str(port), *UVICORN_FLAGS], env=env(), cwd=ROOT)
+    return subprocess.Popen([uvicorn, app, "--port", str(port), *UVICORN_FLAGS], env=env(redis_url), cwd=ROOT)
 
 
 async def wait_ready(url: str) -> None:
@@ -99,7 +99,7 @@ SCRIPTS = {"first": "first_visit.lua", "returning": "clicks.lua"}
 
 def wrk(url: str, seconds: int, connections: int, run_id: str, shape: str = "first") -> WrkResult:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(HERE / SCRIPTS[shape]), url,
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(HERE / SCRIPTS[shape]), url,
          "--", run_id],
         capture_output=True, text=True, check=True,
     ).stdout
@@ -121,16 +121,22 @@ async def reset_stores() -> None:
     conn = await asyncpg.connect(f"{PG_ROOT}/postgres")
     await conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
     await conn.close()
+    sys.path.insert(0, str(ROOT))
+    from service.settings import Settings
+    from service.store import redis as keys
+
     redis = aioredis.Redis.from_url(REDIS_URL)
     await redis.flushdb()
     # As a Redis that has run for hours: an epoch older than a dedup window, so its verdicts stand
     # (a fresh one has the writers judge every click again in Postgres for an hour).
-    await redis.set(f"{PREFIX}epoch", str(int(time.time() * 1000) - 7_200_000))
+    shards = keys.Shards(PREFIX, Settings.model_fields["click_streams"].default)
+    for shard in range(shards.count):
+        await redis.set(shards.epoch(shard), str(int(time.time() * 1000) - 7_200_000))
     await redis.aclose()
     shutil.rmtree("/tmp/mcode-bench-spool", ignore_errors=True)
 
 
-async def make_code(base: str, transport: httpx.AsyncBaseTransport | None = None) -> str:
+async def make_code(base: str, transport: httpx.AsyncBaseTransport | None = None, content: str = "load") -> str:
     headers = {"Authorization": f"Bearer {ADMIN}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, transport=transport) as c:
         (await c.put("/v1/sellers/bench", json={"name": "Bench", "status": "active", "verified": True,
@@ -140,18 +146,23 @@ async def make_code(base: str, transport: httpx.AsyncBaseTransport | None = None
             "status": "listed", "stock": 100})).raise_for_status()
         r = await c.post("/v1/codes", json={"seller_id": "bench", "product_id": "bench-p", "utm_source": "ig",
                                             "utm_medium": "social", "utm_campaign": "ig_202411_bench",
-                                            "utm_content": "load"})
+                                            "utm_content": content})
         r.raise_for_status()
         return str(r.json()["code"])
 
 
-async def stored(code: str) -> tuple[int, int, float, float]:
+async def stored(code: str, redis_url: str | None = None) -> tuple[int, int, float, float]:
     """(clicks stored, valid among them, lag p50 ms, lag p99 ms) once the writers caught up."""
-    redis = aioredis.Redis.from_url(REDIS_URL)
+    sys.path.insert(0, str(ROOT))
+    from service.settings import Settings
+    from service.store import redis as keys
+
+    redis = await keys.client(redis_url or REDIS_URL)
+    shards = keys.Shards(PREFIX, Settings.model_fields["click_streams"].default)
     conn = await asyncpg.connect(DATABASE_URL)
     try:
         for _ in range(600):
-            if int(await redis.get(f"{PREFIX}backlog") or 0) == 0:
+            if await keys.backlog(redis, shards) == 0:
                 break
             await asyncio.sleep(0.1)
         row = await conn.fetchrow(
@@ -177,15 +188,18 @@ async def writer_bench(n: int, in_doubt: bool = False) -> float:
     from service.devices import device_hash
     from service.spool import Spool
     from service.store import postgres, resp
+    from service.store import redis as keys
     from service.writer import Writer
 
     prefix = f"wbench{uuid.uuid4().hex[:6]}:"
     await postgres.migrate(DATABASE_URL)
     redis = aioredis.Redis.from_url(REDIS_URL)
+    shards = keys.Shards(prefix, 16)
     if not in_doubt:  # an epoch two hours old and no doubt span: Redis's verdicts stand
-        await redis.set(f"{prefix}epoch", str(int(time.time() * 1000) - 7_200_000))
+        for shard in range(shards.count):
+            await redis.set(shards.epoch(shard), str(int(time.time() * 1000) - 7_200_000))
     pool = await postgres.create_pool(DATABASE_URL, max_size=2)
-    log = ClickLog(resp.Connection(REDIS_URL), prefix, 3600, 1800, Spool("/tmp/mcode-bench-spool"))
+    log = ClickLog(resp.Redis(REDIS_URL), shards, 3600, 1800, Spool("/tmp/mcode-bench-spool"))
     at = now_ms()
     futures = []
     for i in range(n):
@@ -193,7 +207,7 @@ async def writer_bench(n: int, in_doubt: bool = False) -> float:
                       "203.0.113.0", "Mozilla/5.0 bench", "https://instagram.com/")
         futures.append(log.log(click, dedup=False))
     await asyncio.gather(*futures)
-    writer = Writer(pool, redis, prefix, None, 3600, name="bench")
+    writer = Writer(pool, redis, shards, None, 3600, name="bench")
     await writer.step()  # partitions, group, first batch: not timed
     started = time.perf_counter()
     total = 0
@@ -240,6 +254,8 @@ async def main() -> None:
     parser.add_argument("--redis-conf")
     parser.add_argument("--appendfsync", choices=["always", "everysec", "no"])
     parser.add_argument("--writer-only", action="store_true", help="only the writer benchmark")
+    parser.add_argument("--cluster", action="store_true",
+                        help="also the service on a local Redis Cluster (3 masters, 3 replicas, AOF everysec)")
     args = parser.parse_args()
     if args.writer_only:
         for _ in range(args.rounds):
@@ -256,17 +272,29 @@ async def main() -> None:
         raise SystemExit("wrk is needed: apt-get install wrk (Debian/Ubuntu) or brew install wrk")
 
     await reset_stores()
-    bare_port, service_port = free_port(), free_port()
+    cluster = None
+    if args.cluster:
+        sys.path.insert(0, str(ROOT))
+        from tests.cluster import LocalCluster
+
+        cluster = LocalCluster(ROOT / ".local" / "bench-cluster").start()
+        print(f"redis cluster: {cluster.urls}")
+    bare_port, service_port, cluster_port = free_port(), free_port(), free_port()
     bare = start("loadtests.bare:app", bare_port)
     service = start("service.app:app", service_port)
+    on_cluster = start("service.app:app", cluster_port, cluster.urls) if cluster else None
     try:
         await wait_ready(f"http://127.0.0.1:{bare_port}/e/x")
         await wait_ready(f"http://127.0.0.1:{service_port}/healthz")
         code = await make_code(f"http://127.0.0.1:{service_port}")
+        cluster_code = ""
+        if on_cluster is not None:
+            await wait_ready(f"http://127.0.0.1:{cluster_port}/healthz")
+            cluster_code = await make_code(f"http://127.0.0.1:{cluster_port}", content="cluster")
         print(f"code {code}; {args.connections} connections, {args.duration}s per run, 2 uvicorn workers each, "
               f"{args.shape} visits\n")
         print(f"{'round':<6}{'app':<9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'ratio':>8}")
-        bare_runs, service_runs = [], []
+        bare_runs, service_runs, cluster_runs = [], [], []
         for rnd in range(1, args.rounds + 1):
             b = wrk(f"http://127.0.0.1:{bare_port}/e/{code}", args.duration, args.connections, f"{2 * rnd}", args.shape)
             s = wrk(f"http://127.0.0.1:{service_port}/e/{code}", args.duration, args.connections, f"{2 * rnd + 1}",
@@ -276,6 +304,12 @@ async def main() -> None:
             print(f"{rnd:<6}{'bare':<9}{b.rps:>10.0f}{b.p50_ms:>9.2f}{b.p99_ms:>9.2f}{b.errors:>8}")
             print(f"{'':<6}{'service':<9}{s.rps:>10.0f}{s.p50_ms:>9.2f}{s.p99_ms:>9.2f}{s.errors:>8}"
                   f"{s.rps / b.rps:>8.2f}")
+            if on_cluster is not None:
+                c = wrk(f"http://127.0.0.1:{cluster_port}/e/{cluster_code}", args.duration, args.connections,
+                        f"{2 * rnd + 101}", args.shape)
+                cluster_runs.append(c)
+                print(f"{'':<6}{'cluster':<9}{c.rps:>10.0f}{c.p50_ms:>9.2f}{c.p99_ms:>9.2f}{c.errors:>8}"
+                      f"{c.rps / b.rps:>8.2f}  ({c.rps / s.rps:.2f} of one node)")
         bare_rps = sum(r.rps for r in bare_runs) / len(bare_runs)
         service_rps = sum(r.rps for r in service_runs) / len(service_runs)
         sent = sum(r.requests for r in service_runs)
@@ -285,11 +319,23 @@ async def main() -> None:
         print(f"clicks answered (wrk count): {sent}; in Postgres: {n} (valid {valid}); "
               f"lost: {max(0, sent - n)}")
         print(f"click->Postgres lag: p50 {lag50:.0f} ms, p99 {lag99:.0f} ms")
+        if cluster is not None:
+            cluster_rps = sum(r.rps for r in cluster_runs) / len(cluster_runs)
+            sent = sum(r.requests for r in cluster_runs)
+            n, valid, lag50, lag99 = await stored(cluster_code, cluster.urls)
+            worst = max(r.p99_ms for r in cluster_runs)
+            print(f"cluster/one node (mean of rounds): {cluster_rps / service_rps:.2f}; cluster/bare "
+                  f"{cluster_rps / bare_rps:.2f}; cluster p99 worst round: {worst:.2f} ms")
+            print(f"cluster clicks answered: {sent}; in Postgres: {n} (valid {valid}); lost: {max(0, sent - n)}; "
+                  f"lag p50 {lag50:.0f} ms, p99 {lag99:.0f} ms")
     finally:
-        for proc in (bare, service):
+        procs = [p for p in (bare, service, on_cluster) if p is not None]
+        for proc in procs:
             proc.send_signal(signal.SIGTERM)
-        for proc in (bare, service):
+        for proc in procs:
             proc.wait(timeout=30)
+        if cluster is not None:
+            cluster.stop()
     try:
         rate = await writer_bench(args.writer_clicks)
         print(f"writer: {rate:,.0f} clicks/s ({args.writer_clicks} clicks, one writer)")

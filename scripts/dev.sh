@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for people and CI:
 #   scripts/dev.sh run     install, start PostgreSQL/Redis if needed, migrate, serve on :8000
+#   scripts/dev.sh mcode … any `mcode` command (demo, event, import, …) in the environment of `run`
 #   scripts/dev.sh test    install, start PostgreSQL/Redis if needed, ruff + mypy + pytest
 #   scripts/dev.sh bench   the redirect benchmark (loadtests/)
 set -euo pipefail
@@ -122,14 +123,69 @@ ensure_browser() {
   fi
 }
 
+# tests/test_deploy.py checks deploy/ with promtool (Debian: prometheus) and docker-compose.yml with
+# Compose (`docker compose`, or Debian's docker-compose 1.29: `config` needs no Docker engine). As
+# root on Debian what is missing is installed; anywhere else those tests are skipped, and this says so.
+ensure_deploy_tools() {
+  local want=() fresh_prometheus=
+  command -v promtool >/dev/null 2>&1 || { want+=(prometheus); fresh_prometheus=1; }
+  if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+    want+=(docker-compose)
+  fi
+  if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 &&
+     grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then
+    say "installing ${want[*]} for the deploy/ tests"
+    mkdir -p "$LOCAL"
+    # without --no-install-recommends docker-compose brings a Docker engine, prometheus a node exporter
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >>"$LOCAL/apt.log" 2>&1; then
+      apt-get update -qq >>"$LOCAL/apt.log" 2>&1 || true
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >>"$LOCAL/apt.log" 2>&1 ||
+        say "apt-get could not install ${want[*]} (see $LOCAL/apt.log)"
+    fi
+    # only promtool was wanted: the package's server must not stay running on :9090
+    if [ -n "$fresh_prometheus" ] && command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+  fi
+  command -v promtool >/dev/null 2>&1 ||
+    say "DEPLOY TESTS SKIPPED: no promtool (Debian/Ubuntu: apt-get install prometheus)"
+  docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 ||
+    say "COMPOSE TEST SKIPPED: no docker compose / docker-compose (Debian: apt-get install docker-compose)"
+}
+
+# The suite again against a real Redis Cluster (3 masters, 3 replicas, AOF) started under .local/
+# and stopped afterwards. The tests that need one node (a proxy to cut, a database number) skip
+# themselves there; the fault tests start clusters of their own.
+test_on_cluster() {
+  local urls status=0
+  if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    say "CLUSTER TESTS SKIPPED: redis-server and redis-cli are needed (Debian: apt-get install redis-server)"
+    return 0
+  fi
+  urls=$("$VENV/bin/python" -m tests.cluster start "$LOCAL/test-cluster") || die "could not start a local Redis Cluster"
+  say "the suite again on a Redis Cluster ($urls)"
+  MCODE_TEST_REDIS="$urls" MCODE_TEST_REDIS_CLUSTER=1 "$VENV/bin/pytest" -q -p no:cacheprovider \
+    --ignore=tests/test_faults.py --ignore=tests/test_browser.py --ignore=tests/test_deploy.py "$@" || status=$?
+  "$VENV/bin/python" -m tests.cluster stop "$LOCAL/test-cluster"
+  return $status
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
-  run)
+  run|mcode)
     ensure_venv
     ensure_services
     # A local run is a development run unless told otherwise: shipped secrets are accepted.
     export MCODE_ENV=${MCODE_ENV:-dev}
+    # Short links, the demo's steps and `mcode event` name the address `run` serves on (PORT, HOST),
+    # unless MCODE_PUBLIC_URL says otherwise (here or in .env).
+    if [ -z "${MCODE_PUBLIC_URL:-}" ] && ! grep -Eqsi '^[[:space:]]*(export[[:space:]]+)?MCODE_PUBLIC_URL[[:space:]]*=' .env; then
+      public_host=${HOST:-127.0.0.1}
+      case "$public_host" in 0.0.0.0) public_host=127.0.0.1 ;; ::|'[::]') public_host='[::1]' ;; *:*) public_host="[$public_host]" ;; esac
+      export MCODE_PUBLIC_URL="http://$public_host:${PORT:-8000}"
+    fi
+    [ "$cmd" = mcode ] && exec "$VENV/bin/mcode" "$@"
     [ "$MCODE_ENV" = dev ] && say "MCODE_ENV=dev: admin token is 'dev-admin-token' (see README)"
     exec "$VENV/bin/mcode" serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" --workers "${WORKERS:-2}" "$@"
     ;;
@@ -137,9 +193,11 @@ case "$cmd" in
     ensure_venv
     ensure_services
     ensure_browser
+    ensure_deploy_tools
     "$VENV/bin/ruff" check service tests loadtests
     "$VENV/bin/mypy"
-    exec "$VENV/bin/pytest" -q "$@"
+    "$VENV/bin/pytest" -q "$@"
+    test_on_cluster "$@"
     ;;
   bench)
     ensure_venv
@@ -147,6 +205,6 @@ case "$cmd" in
     exec "$VENV/bin/python" loadtests/bench.py "$@"
     ;;
   *)
-    die "usage: scripts/dev.sh run|test|bench"
+    die "usage: scripts/dev.sh run|mcode COMMAND…|test|bench"
     ;;
 esac
