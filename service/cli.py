@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from service.settings import Settings, describe
-from service.store.postgres import StartupError, retry_at_start, where, why
+from service.startup import StartupError, retry_at_start, where, why
 
 log = logging.getLogger("mcode")
 

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-log = logging.getLogger("mcode.postgres")
-T = TypeVar("T")
+from service.startup import StartupError, cause, retry_at_start, where, why
 
-# A dependency that does not answer at start is tried again, the pause doubling from 0.25 s up to
-# 4 s, until MCODE_START_WAIT_S (default 10) have passed; then it is named in one line.
-START_WAIT_S = 10.0
-FIRST_PAUSE_S, MAX_PAUSE_S = 0.25, 4.0
-TRY_TIMEOUT_S = 5.0  # one try's own limit (asyncpg would wait 60 s on a host that never answers)
+log = logging.getLogger("mcode.postgres")
 
 # Any fixed number will do: it only has to be the same in every process that migrates.
 MIGRATION_LOCK = 0x6D636F6465
@@ -35,72 +26,6 @@ def migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-class StartupError(Exception):
-    """What stops a process at start, in one line naming the dependency or setting (never a traceback)."""
-
-
-def start_wait_s() -> float:
-    raw = os.environ.get("MCODE_START_WAIT_S", "").strip()
-    try:
-        wait = float(raw) if raw else START_WAIT_S
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait <= 3600:
-        raise StartupError(f"MCODE_START_WAIT_S: {raw!r} is not a number of seconds from 0 to 3600")
-    return wait
-
-
-def where(url: str, default_port: int) -> str:
-    """host:port of a database or Redis URL, for messages (never its credentials)."""
-    parts = urlsplit(url.strip())
-    hosts = parts.netloc.rpartition("@")[2] or "localhost"
-    return hosts if ":" in hosts or "," in hosts or hosts.startswith("[") else f"{hosts}:{default_port}"
-
-
-def why(exc: BaseException) -> str:
-    """An error's cause in a few words: "Connection refused", "timed out", the server's message."""
-    seen: BaseException | None = None if isinstance(exc, StartupError | asyncpg.PostgresError) else exc
-    while seen is not None:  # a client library's own error often wraps the socket's
-        if isinstance(seen, OSError) and seen.errno:
-            return os.strerror(seen.errno)
-        if isinstance(seen, TimeoutError):
-            return "timed out"
-        seen = seen.__cause__ or seen.__context__
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _cause(exc: BaseException) -> BaseException | None:
-    """What a StartupError is raised from: the whole story when logging at DEBUG, else nothing
-    (uvicorn prints a failed start's traceback itself: the shorter, the clearer)."""
-    return exc if log.isEnabledFor(logging.DEBUG) else None
-
-
-async def retry_at_start(
-    what: str, attempt: Callable[[float], Awaitable[T]], transient: tuple[type[BaseException], ...],
-    wait_s: float | None = None,
-) -> T:
-    """`attempt(limit_s)` until it answers; a transient failure is tried again with a doubling pause
-    until `wait_s` (MCODE_START_WAIT_S) have passed, then StartupError names `what` and the cause."""
-    wait = start_wait_s() if wait_s is None else wait_s
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    deadline, pause, tries = started + wait, FIRST_PAUSE_S, 0
-    while True:
-        tries += 1
-        try:
-            return await attempt(max(min(TRY_TIMEOUT_S, deadline - loop.time()), 0.5))
-        except transient as exc:
-            left = deadline - loop.time()
-            if left <= 0:
-                raise StartupError(
-                    f"{what} did not answer after {tries} {'try' if tries == 1 else 'tries'} over "
-                    f"{loop.time() - started:.0f} s: {why(exc)}"
-                ) from _cause(exc)
-            log.debug("%s did not answer (%s); trying again", what, why(exc))
-        await asyncio.sleep(min(pause, left))
-        pause = min(pause * 2, MAX_PAUSE_S)
-
-
 async def connect_at_start(url: str, wait_s: float | None = None) -> asyncpg.Connection:
     """The first connection a process makes, retried while the server does not answer; a refusal
     (bad password, unknown role, a malformed URL) is a StartupError at once. A missing database is
@@ -113,7 +38,7 @@ async def connect_at_start(url: str, wait_s: float | None = None) -> asyncpg.Con
         except (asyncpg.InvalidCatalogNameError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError):
             raise  # missing database: created by the caller; starting up or full: tried again
         except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
-            raise StartupError(f"{what} refused the connection: {why(exc)}") from _cause(exc)
+            raise StartupError(f"{what} refused the connection: {why(exc)}") from cause(exc)
 
     return await retry_at_start(
         what, attempt, (OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
@@ -138,7 +63,7 @@ async def create_database_if_missing(url: str) -> None:
                 await admin.close()
         except (asyncpg.PostgresError, StartupError) as exc:
             raise StartupError(f"database {name} does not exist and could not be created: {why(exc)}") \
-                from _cause(exc)
+                from cause(exc)
     else:
         await conn.close()
 
