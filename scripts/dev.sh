@@ -124,11 +124,13 @@ ensure_browser() {
 }
 
 # tests/test_deploy.py checks deploy/ with promtool (Debian: prometheus) and docker-compose.yml with
-# Compose (`docker compose`, or Debian's docker-compose 1.29: `config` needs no Docker engine). As
-# root on Debian what is missing is installed; anywhere else those tests are skipped, and this says so.
+# Compose (`docker compose`, or Debian's docker-compose 1.29: `config` needs no Docker engine), and
+# tests/test_qr.py reads QR codes back with zbarimg (Debian: zbar-tools). As root on Debian what is
+# missing is installed; anywhere else those tests are skipped, and this says so.
 ensure_deploy_tools() {
   local want=() fresh_prometheus=
   command -v promtool >/dev/null 2>&1 || { want+=(prometheus); fresh_prometheus=1; }
+  command -v zbarimg >/dev/null 2>&1 || want+=(zbar-tools)
   if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
     want+=(docker-compose)
   fi
@@ -151,6 +153,8 @@ ensure_deploy_tools() {
     say "DEPLOY TESTS SKIPPED: no promtool (Debian/Ubuntu: apt-get install prometheus)"
   docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 ||
     say "COMPOSE TEST SKIPPED: no docker compose / docker-compose (Debian: apt-get install docker-compose)"
+  command -v zbarimg >/dev/null 2>&1 ||
+    say "QR DECODE TEST SKIPPED: no zbarimg (Debian/Ubuntu: apt-get install zbar-tools)"
 }
 
 # The suite again against a real Redis Cluster (3 masters, 3 replicas, AOF) started under .local/

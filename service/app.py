@@ -60,6 +60,7 @@ ROUTES = [
     Route("/v1/codes", catalog.list_codes, methods=["GET"]),
     Route("/v1/codes/bulk", imports.post_bulk, methods=["POST"]),
     Route("/v1/codes/{code}", catalog.get_code, methods=["GET"]),
+    Route("/v1/codes/{code}/qr", catalog.get_code_qr, methods=["GET"]),
     Route("/v1/codes/{code}", catalog.patch_code, methods=["PATCH"]),
     Route("/v1/events", events.post_event, methods=["POST"]),
     Route("/v1/reports/traffic", reports.traffic, methods=["GET"]),

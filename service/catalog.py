@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import auth
+from service import auth, qr
 from service.api import ApiResponse, encode_cursor, json_object, keyset_cursor, limit_param, validate
 from service.codes import UTM_FIELDS, campaign_warnings, channel_of, utm_problems
 from service.context import Context
@@ -285,6 +285,26 @@ async def get_code(request: Request) -> Response:
     async with ctx.pool.acquire() as conn:
         row = await _owned_code(request, who, await sql.get_code(conn, code) if ctx.signer.verify(code) else None)
     return ApiResponse(code_out(ctx, row))
+
+
+async def get_code_qr(request: Request) -> Response:
+    ctx = ctx_of(request)
+    who = await principal(request)
+    code = request.path_params["code"]
+    kind = request.query_params.get("format", "svg")
+    raw_scale = request.query_params.get("scale", str(qr.DEFAULT_SCALE))
+    fields: dict[str, str] = {}
+    if kind not in qr.FORMATS:
+        fields["format"] = "must be svg or png"
+    if not (raw_scale.isascii() and raw_scale.isdigit() and int(raw_scale) in qr.SCALES):
+        fields["scale"] = f"must be a whole number from {qr.SCALES.start} to {qr.SCALES.stop - 1}"
+    if fields:
+        raise invalid(fields, "the QR code cannot be drawn so")
+    async with ctx.pool.acquire() as conn:
+        await _owned_code(request, who, await sql.get_code(conn, code) if ctx.signer.verify(code) else None)
+    body = qr.image(qr.scan_url(ctx.short_url(code)), kind, int(raw_scale))
+    return Response(body, media_type=qr.FORMATS[kind], headers={
+        "content-disposition": f'inline; filename="{code}.{kind}"', "cache-control": "private, max-age=300"})
 
 
 async def patch_code(request: Request) -> Response:

@@ -59,6 +59,7 @@ def _path(name: str) -> S:
     return {"name": name, "in": "path", "required": True, "schema": STR}
 
 
+BINARY: S = {"type": "string", "format": "binary"}
 ERRORS = {code: {"description": f"ERR_{code}", **_json(ERROR)}
           for code in ("400", "401", "403", "404", "409", "413", "422")}
 
@@ -107,6 +108,9 @@ ENDPOINTS: list[tuple[str, str, str, list[S], S | None, dict[str, S]]] = [
      {"200": BULK}),
     ("get", "/v1/codes/{code}", "Read a code", [_path("code")], None, {"200": CODE}),
     ("patch", "/v1/codes/{code}", "Enable or disable a code", [_path("code")], _body(CodePatch), {"200": CODE}),
+    ("get", "/v1/codes/{code}/qr", "The code's QR code (of short_url + ?qr=1, error correction M, quiet zone 4)",
+     [_path("code"), *_query("format", "scale")], None,
+     {"200": {"content": {"image/svg+xml": {"schema": STR}, "image/png": {"schema": BINARY}}}}),
     ("post", "/v1/events", "Record a signed order event (Mcode-Signature: t=<unix>,v1=<hex HMAC-SHA256>)", [],
      {"required": True, **_json(EVENT_IN)}, {"200": EVENT_OUT, "201": EVENT_OUT}),
     ("get", "/v1/reports/traffic", "Traffic, funnel, GMV and commission by day, code, UTM value or channel",
@@ -125,7 +129,8 @@ def document() -> S:
         op: S = {
             "summary": summary,
             "parameters": params,
-            "responses": {**{code: {"description": summary, **_json(s)} for code, s in answers.items()}, **ERRORS},
+            "responses": {**{code: {"description": summary, **(s if "content" in s else _json(s))}
+                             for code, s in answers.items()}, **ERRORS},
         }
         if body is not None:
             op["requestBody"] = body
