@@ -183,6 +183,7 @@ def spooled_clicks(path: Path) -> list[tuple[Click, bool]]:
 
 Batch = list[tuple["Click", bool, asyncio.Future[str]]]
 Part = tuple[int, Sequence[tuple["Click", bool, object]]]
+ROWS = 3  # where a part's rows stand in LOG_SCRIPT's ARGV (its dedup flags two after)
 
 
 class ClickLog:
@@ -265,17 +266,18 @@ class ClickLog:
             return
         parts = self.parts(batch)
         if len(parts) > 1:  # a cluster: a call per shard, each to its own master
-            await asyncio.gather(*(self._call([part]) for part in parts))
+            await asyncio.gather(*(self._call(part) for part in parts))
         else:
-            await self._call(parts)
+            await self._call(parts[0])
         if self.shards.cluster and self._failovers():
             self.check_soon()
 
-    async def _call(self, parts: list[Part]) -> None:
-        """One script call for the parts; their clicks go to the spool if it fails."""
-        batch = cast(Batch, [item for _, items in parts for item in items])
+    async def _call(self, part: Part) -> None:
+        """One script call for the part; its clicks go to the spool if it fails."""
+        shard, items = part
+        batch = cast(Batch, items)
         try:
-            call_keys, arguments = self._arguments(parts)
+            call_keys, arguments = self._arguments(part)
             async with asyncio.timeout(REDIS_TIMEOUT_S):
                 repeats = await self.redis.evalsha(self.script, call_keys, *arguments)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -285,12 +287,11 @@ class ClickLog:
             self._mark_down()
             await self._spool(batch)
             return
-        # Kept as each part's rows and flags, two strings: the garbage collector walks a Click per
+        # Kept as the part's rows and flags, two strings: the garbage collector walks a Click per
         # click (or a list per batch) again at every full collection, at buyers' expense (about
         # 14 us a click under load), and leaves strings alone.
         now = time.monotonic()
-        for (shard, items), rows in zip(parts, self._rows(arguments, parts), strict=True):
-            self.recent.append((now, shard, rows, "".join("d" if d else "-" for _, d, _ in items)))
+        self.recent.append((now, shard, cast(str, arguments[ROWS]), cast(str, arguments[ROWS + 2])))
         while self.recent and self.recent[0][0] < now - RESEND_S:
             self.recent.popleft()
         firsts = {int(repeats[i]): repeats[i + 1] for i in range(0, len(repeats), 2)}
@@ -302,49 +303,39 @@ class ClickLog:
                 first = firsts.get(line, VALID)
                 future.set_result(first.decode() if isinstance(first, bytes) else first)
 
-    @staticmethod
-    def _rows(arguments: list[resp.Arg], parts: list[Part]) -> list[str]:
-        """The rows text of each part, as _arguments laid them out."""
-        out, at = [], 3
-        for _, items in parts:
-            out.append(cast(str, arguments[at]))
-            runs = cast(int, arguments[at + 4])
-            at += 5 + runs + 2 * len(items)
-        return out
-
-    def _arguments(self, parts: Sequence[Part]) -> tuple[list[resp.Arg], list[resp.Arg]]:
-        """LOG_SCRIPT's KEYS and ARGV for the parts."""
-        call_keys: list[resp.Arg] = []
-        args: list[resp.Arg] = [self.dedup_ttl, self.attribution_ttl, len(parts)]
-        for shard, items in parts:
-            lengths: list[int] = []
-            buckets: list[resp.Arg] = []
-            bucket = ""
-            for click, _, _ in items:
-                # (on a cluster the part's shard; on one node every click in one hash per second)
-                key = self.shards.attribution_bucket(shard, click.at_ms // keys.ATTRIBUTION_BUCKET_MS)
-                if key != bucket:
-                    bucket = key
-                    buckets.append(key)
-                    lengths.append(0)
-                lengths[-1] += 1
-            call_keys += [self.shards.streams[shard], self.shards.backlog(shard), self.shards.epoch(shard),
-                          self.shards.doubt(shard), *buckets]
-            call_keys += [self.shards.dedup(shard if self.shards.cluster else 0, c.code, c.device_hash)
-                          for c, dedup, _ in items if dedup]
-            args += ["\n".join(c.row() for c, _, _ in items), len(items),
-                     "".join("d" if dedup else "-" for _, dedup, _ in items),
-                     self.epochs.get(shard if self.shards.cluster else 0, b""),
-                     len(lengths), *lengths]
-            for c, _, _ in items:
-                args += [c.click_id, keys.attribution_value(c.at_ms, c.reason, "", c.code, c.seller_id)]
+    def _arguments(self, part: Part) -> tuple[list[resp.Arg], list[resp.Arg]]:
+        """LOG_SCRIPT's KEYS and ARGV for one part (the script takes several; on one node a whole
+        batch is one part, on a cluster the parts go to different masters)."""
+        shard, items = part
+        lengths: list[int] = []
+        buckets: list[resp.Arg] = []
+        bucket = ""
+        for click, _, _ in items:
+            # (on a cluster the part's shard; on one node every click in one hash per second)
+            key = self.shards.attribution_bucket(shard, click.at_ms // keys.ATTRIBUTION_BUCKET_MS)
+            if key != bucket:
+                bucket = key
+                buckets.append(key)
+                lengths.append(0)
+            lengths[-1] += 1
+        call_keys: list[resp.Arg] = [self.shards.streams[shard], self.shards.backlog(shard),
+                                     self.shards.epoch(shard), self.shards.doubt(shard), *buckets]
+        call_keys += [self.shards.dedup(shard if self.shards.cluster else 0, c.code, c.device_hash)
+                      for c, dedup, _ in items if dedup]
+        args: list[resp.Arg] = [
+            self.dedup_ttl, self.attribution_ttl, 1, "\n".join(c.row() for c, _, _ in items), len(items),
+            "".join("d" if dedup else "-" for _, dedup, _ in items),
+            self.epochs.get(shard if self.shards.cluster else 0, b""), len(lengths), *lengths,
+        ]
+        for c, _, _ in items:
+            args += [c.click_id, keys.attribution_value(c.at_ms, c.reason, "", c.code, c.seller_id)]
         return call_keys, args
 
     def _failovers(self) -> bool:
         """A master replaced by its replica may have acknowledged clicks it never passed on: the
         recent parts of its shards are to go again (check_epoch sends them)."""
         slots = self.redis.failed_over()
-        lost = {shard for shard, tag in enumerate(self.shards.tags) if resp.slot(tag) in slots}
+        lost = {shard for shard, slot in enumerate(self.shards.slots) if slot in slots}
         if lost:
             log.warning("redis cluster failover: the clicks of the last %.0f s of %d shards go again",
                         RESEND_S, len(lost))
@@ -435,7 +426,7 @@ class ClickLog:
                 _, shard, rows, flags = self.resend[0]
                 items = [(Click.from_row(row), flag == "d", None) for row, flag in zip(rows.split("\n"), flags,
                                                                                        strict=True)]
-                call_keys, arguments = self._arguments([(shard, items)])
+                call_keys, arguments = self._arguments((shard, items))
                 async with asyncio.timeout(REPLAY_TIMEOUT_S):
                     await self.redis.evalsha(self.script, call_keys, *arguments)
                 self.resend.pop(0)
@@ -477,7 +468,7 @@ class ClickLog:
                         await asyncio.gather(*(self.redis.evalsha(
                             self.epoch_script, [self.shards.epoch(s), self.shards.doubt(s)], self.dedup_ttl * 1000,
                             items[0][0].at_ms - 1000, now_ms() + self.dedup_ttl * 1000) for s, items in parts))
-                        calls = [self._arguments([part]) for part in parts]
+                        calls = [self._arguments(part) for part in parts]
                         await asyncio.gather(*(self.redis.evalsha(self.script, k, *a) for k, a in calls))
             except (RedisError, OSError, TimeoutError) as exc:
                 for left in paths[number:]:

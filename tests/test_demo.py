@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,17 +23,12 @@ import pytest
 
 from service.auth import verify_signature
 from tests.conftest import ADMIN, ADMIN_HEADERS, DATABASE_URL, REDIS_URL, RUN, SECRET, SIGNING, UTM, drop_redis_keys
+from tests.faults import free_port
+from tests.server import start, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = f"t{RUN}demo:"
 TRY_IT = "Try it:"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -49,48 +42,16 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
     } | extra
 
 
-def _start(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """argv (with {port} filled in, or PORT in env) serving on a free port, once /readyz answers 200."""
-    for _ in range(3):  # the free port may be taken before uvicorn binds it
-        port = _free_port()
-        with log.open("wb") as out:
-            proc = subprocess.Popen([a.format(port=port) for a in argv], env=env | {"PORT": str(port)}, cwd=cwd,
-                                    stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60  # scripts/dev.sh may have to check the venv and services first
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    return proc, port
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        if proc.poll() is None:
-            _stop(proc)
-            raise AssertionError(f"the service did not become ready:\n{log.read_text()}")
-        if "address already in use" not in log.read_text():
-            break
-    raise AssertionError(f"the service exited with {proc.returncode}:\n{log.read_text()}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, dict[str, str]]]:
     """`PORT=<free> WORKERS=1 scripts/dev.sh run`: the port and the environment it was started with."""
     tmp = tmp_path_factory.mktemp("demo")
     env = _env(tmp, WORKERS="1")
-    proc, port = _start(["scripts/dev.sh", "run"], env, tmp / "server.log", ROOT)
+    proc, port = start(["scripts/dev.sh", "run"], env, tmp / "server.log", ROOT)
     try:
         yield port, env | {"PORT": str(port)}
     finally:
-        _stop(proc)
+        stop(proc)
         _drop_keys()
 
 
@@ -149,7 +110,7 @@ def test_event_exits_non_zero_unless_the_answer_is_2xx(served: tuple[int, dict[s
                            env=env | {"MCODE_EVENT_SECRETS": "another-secret-0123456789"}, timeout=60)
     assert wrong.returncode == 1 and json.loads(wrong.stdout)["error"]["code"] == "ERR_401"
     nobody = subprocess.run(["scripts/dev.sh", "mcode", "event", "-"], input=b"{}", cwd=ROOT, capture_output=True,
-                            env=env | {"PORT": str(_free_port())}, timeout=60)
+                            env=env | {"PORT": str(free_port())}, timeout=60)
     assert nobody.returncode == 1 and b"Connection refused" in nobody.stderr
 
 
@@ -168,7 +129,7 @@ def test_event_print_only_signs_the_exact_bytes(tmp_path: Path) -> None:
 
 def test_serve_without_public_url_links_to_its_own_port(tmp_path: Path) -> None:
     env = _env(tmp_path, MCODE_EMBEDDED_WRITER="0")
-    proc, port = _start([sys.executable, "-m", "service.cli", "serve", "--port", "{port}"], env,
+    proc, port = start([sys.executable, "-m", "service.cli", "serve", "--port", "{port}"], env,
                         tmp_path / "serve.log", tmp_path)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -184,6 +145,6 @@ def test_serve_without_public_url_links_to_its_own_port(tmp_path: Path) -> None:
                        headers=ADMIN_HEADERS, timeout=10)
         assert r.json()["short_url"].startswith(f"{base}/e/"), r.text
     finally:
-        _stop(proc)
+        stop(proc)
         _drop_keys()
     assert f"MCODE_PUBLIC_URL is not set: short links say {base}" in (tmp_path / "serve.log").read_text()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from tests.conftest import (
     UTM,
     drop_redis_keys,
 )
+from tests.server import start, stop
 from tests.test_redirect import BUYER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,13 +55,6 @@ SEEDED: dict[str, str] = {}
 OTHERS: dict[str, str] = {}  # a frozen seller and a delisted product, for the refusals
 # The server's output, quoted when a check fails.
 LOG: dict[str, Path] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _start(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -82,31 +75,10 @@ def _start(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
         "PYTHONPATH": str(ROOT),
     }
     log = LOG["path"] = tmp / "server.log"
-    for _ in range(3):  # the free port may be taken before uvicorn binds it
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        with log.open("wb") as out:
-            # cwd: a folder with no .env for the settings to read
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port),
-                 "--no-access-log"],
-                cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    return proc, base
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-            raise AssertionError(f"the service did not become ready:\n{log.read_text()}")
-        if "address already in use" not in log.read_text():
-            break
-    raise AssertionError(f"the service exited with {proc.returncode}:\n{log.read_text()}")
+    # cwd: a folder with no .env for the settings to read
+    proc, port = start([sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", "{port}",
+                        "--no-access-log"], env, log, tmp, ready_s=30)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def _seed(base: str) -> None:
@@ -148,12 +120,7 @@ def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _seed(base)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         _drop_keys()
 
 

@@ -56,6 +56,7 @@ class Shards:
         self.count = count
         self.cluster = cluster
         self.tags = shard_tags(count)
+        self.slots = [key_slot(tag.encode()) for tag in self.tags]
         self.streams = [self.key(shard, "clicks") for shard in range(count)]
 
     def key(self, shard: int, name: str) -> str:
@@ -144,15 +145,12 @@ def client_for(urls: str, cluster: bool, **options: Any) -> Client:
     return RedisCluster(startup_nodes=startup, **settings, **options)
 
 
-def parse_doubt(value: Any) -> tuple[int, int] | None:
+async def doubt(redis: Any, shards: Shards, shard: int | None) -> tuple[int, int] | None:
+    value = await redis.get(shards.doubt(shard))
     if value is None:
         return None
     start, _, end = (value.decode() if isinstance(value, bytes) else str(value)).partition(":")
     return (int(start), int(end)) if start.isdigit() and end.isdigit() else None
-
-
-async def doubt(redis: Any, shards: Shards, shard: int | None) -> tuple[int, int] | None:
-    return parse_doubt(await redis.get(shards.doubt(shard)))
 
 
 async def backlog(redis: Any, shards: Shards) -> int:
@@ -224,9 +222,8 @@ end
 return epoch
 """
 
-# The click log's one call per batch: the batch in parts, one per shard, each part's clicks in
-# time order. On Redis Cluster a call holds one part (its keys share the shard's slot); on one
-# Redis node, one call holds them all.
+# The click log's call: one per batch on one Redis node, one per shard of the batch on Redis
+# Cluster (its keys share the shard's slot). It takes several parts, though the click log sends one.
 # ARGV: 1 dedup ttl, 2 attribution ttl, 3 number of parts; then per part: its rows in COPY text
 #   format, written as if no click were a repeat; their number n; n flags ('d': a dedup
 #   candidate, '-': not); the shard's epoch as the caller last saw it ('' if never); the number

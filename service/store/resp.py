@@ -276,18 +276,9 @@ class Cluster:
         async with self.refreshing:
             if not force and time.monotonic() - self.refreshed < CLUSTER_REFRESH_S:
                 return  # another caller just did
-            errors = []
-            for conn in [*self.nodes.values(), *self.seeds]:
-                try:
-                    async with asyncio.timeout(CLUSTER_ASK_S):
-                        ranges = await conn.call(b"CLUSTER", b"SLOTS")
-                except (OSError, ResponseError, TimeoutError) as exc:
-                    errors.append(f"{conn.host}:{conn.port}: {exc or type(exc).__name__}")
-                    continue
-                self._learn(ranges, conn.host)
-                self.refreshed = time.monotonic()
-                return
-            raise ConnectionError("no node of the Redis Cluster answers: " + "; ".join(errors))
+            conn, ranges = await first_answer([*self.nodes.values(), *self.seeds], CLUSTER_ASK_S, b"CLUSTER", b"SLOTS")
+            self._learn(ranges, conn.host)
+            self.refreshed = time.monotonic()
 
     def _learn(self, ranges: list[Any], asked: str) -> None:
         owners: list[Address | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
@@ -400,21 +391,27 @@ def _redirected(rest: str, current: Address) -> Address:
 
 async def detect(urls: Sequence[str], connect_timeout: float = 2.0) -> Connection | Cluster:
     """One node, or a Redis Cluster when the first node that answers says it is one."""
+    probes = [Connection(url, connect_timeout) for url in urls]
+    try:
+        probe, info = await first_answer(probes, connect_timeout, b"INFO", b"cluster")
+    finally:
+        for each in probes:
+            await each.close()
+    if b"cluster_enabled:1" in info:  # the node that answered is asked first from now on
+        return Cluster([probe.url, *(u for u in urls if u != probe.url)], connect_timeout)
+    return Connection(probe.url, connect_timeout)
+
+
+async def first_answer(conns: Sequence[Connection], within_s: float, *command: Arg) -> tuple[Connection, Any]:
+    """The first of `conns`, in order, that answers `command` within `within_s`, and its answer."""
     errors = []
-    for url in urls:
-        probe = Connection(url, connect_timeout)
+    for conn in conns:
         try:
-            async with asyncio.timeout(connect_timeout):
-                info = await probe.call(b"INFO", b"cluster")
+            async with asyncio.timeout(within_s):
+                return conn, await conn.call(*command)
         except (OSError, ResponseError, TimeoutError) as exc:
-            errors.append(f"{url}: {exc or type(exc).__name__}")
-            continue
-        finally:
-            await probe.close()
-        if b"cluster_enabled:1" in info:  # the node that answered is asked first from now on
-            return Cluster([url, *(u for u in urls if u != url)], connect_timeout)
-        return Connection(url, connect_timeout)
-    raise ConnectionError("Redis does not answer: " + "; ".join(errors))
+            errors.append(f"{conn.host}:{conn.port}: {exc or type(exc).__name__}")
+    raise ConnectionError("no Redis node answers: " + "; ".join(errors))
 
 
 def split_urls(urls: str) -> list[str]:
@@ -438,10 +435,6 @@ class Redis:
                 if self.found is None:
                     self.found = await detect(self.urls, self.connect_timeout)
         return self.found
-
-    @property
-    def cluster(self) -> bool:
-        return isinstance(self.found, Cluster)
 
     async def call(self, *args: Arg) -> Any:
         return await (self.found or await self._found()).call(*args)
