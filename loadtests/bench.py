@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import re
 import shutil
 import signal
@@ -202,9 +203,14 @@ async def writer_bench(n: int, in_doubt: bool = False) -> float:
     log = ClickLog(resp.Redis(REDIS_URL), shards, 3600, 1800, Spool("/tmp/mcode-bench-spool"))
     at = now_ms()
     futures = []
+    # an audience as varied as a busy seller's: 50 codes, a thousand networks, real browsers' agents
+    rng = random.Random(5)
+    agents = (ROOT / "tests" / "data" / "browser_user_agents.txt").read_text().splitlines()
+    networks = [f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.0" for _ in range(1000)]
+    referers = ["", "https://www.instagram.com/", "https://t.co/x", "https://vk.com/feed"]
     for i in range(n):
-        click = Click(new_click_id(at), at, "WRITERBENCH", "bench", "bench-p", "", device_hash(f"{prefix}{i}"),
-                      "203.0.113.0", "Mozilla/5.0 bench", "https://instagram.com/")
+        click = Click(new_click_id(at), at, f"WRITERBENCH{i % 50}", "bench", "bench-p", "",
+                      device_hash(f"{prefix}{i}"), rng.choice(networks), rng.choice(agents), rng.choice(referers))
         futures.append(log.log(click, dedup=False))
     await asyncio.gather(*futures)
     writer = Writer(pool, redis, shards, None, 3600, name="bench")

@@ -47,6 +47,18 @@ CODES = 1000
 DAYS = 90
 REASONS = [None] * 84 + ["ERR_BOT"] * 10 + ["ERR_DUP"] * 4 + ["ERR_PREFETCH", "ERR_404"]
 CHUNK = 50_000
+# An audience as a seller's might be: 40 countries, a dozen (device, browser, OS), 12 referrers.
+COUNTRIES = list(("RU", "BR", "US", "ES", "FR", "PL", "KR", "DE", "IL", "UA", "TR", "IT", "NL", "MX", "CL",
+                         "SA", "AE", "JP", "CN", "KZ", "BY", "UZ", "GB", "CA", "AU", "IN", "ID", "TH", "VN", "PH",
+                         "MY", "EG", "MA", "NG", "AR", "CO", "PE", "PT", "BE", "ZZ"))
+AGENTS = [("mobile", "Chrome Mobile", "Android"), ("mobile", "Mobile Safari", "iOS"), ("desktop", "Chrome", "Windows"),
+          ("desktop", "Edge", "Windows"), ("desktop", "Safari", "Mac OS X"), ("desktop", "Firefox", "Windows"),
+          ("mobile", "Samsung Internet", "Android"), ("tablet", "Mobile Safari", "iOS"),
+          ("mobile", "Instagram", "iOS"), ("mobile", "Facebook", "Android"), ("tablet", "Chrome", "Android"),
+          ("other", "Googlebot", "Other")]
+REFERRERS = ["direct", "l.instagram.com", "www.instagram.com", "t.co", "vk.com", "m.vk.com", "www.tiktok.com",
+             "www.youtube.com", "mail.google.com", "lm.facebook.com", "web.telegram.org", "www.pinterest.com"]
+AUDIENCE_ZONES = ("UTC", "Asia/Kolkata")
 ZONES = ("UTC", "Asia/Kolkata", "Asia/Kathmandu")
 
 
@@ -83,9 +95,11 @@ async def seed(n_clicks: int, n_sellers: int) -> date:
                 i = rng.randrange(CODES)
                 at_ms = start_ms + rng.randrange(span_ms)
                 reason = rng.choice(REASONS)
+                device, browser, os = rng.choice(AGENTS)
                 batch.append((f"{at_ms:012x}{rng.getrandbits(64):016x}", datetime.fromtimestamp(at_ms / 1000, UTC),
                                f"code{i:010d}", owner[i], f"p{i}", reason, f"{rng.getrandbits(64):x}",
-                               "203.0.113.0", "Mozilla/5.0", "", None))
+                               "203.0.113.0", "Mozilla/5.0", "", None, rng.choice(COUNTRIES), device, browser, os,
+                               rng.choice(REFERRERS), "qr" if rng.random() < 0.1 else "link"))
             await conn.copy_records_to_table("clicks", records=batch, columns=click_sql.COLUMNS)
             written += len(batch)
             print(f"\rseeded {written:,} clicks ({written / (time.perf_counter() - started):,.0f}/s)",
@@ -122,7 +136,7 @@ async def rollup_sizes() -> None:
     conn = await asyncpg.connect(URL)
     try:
         n_clicks = await conn.fetchval("SELECT count(*) FROM clicks")
-        for table in ("clicks", "click_rollups", "click_rollups_15m"):
+        for table in ("clicks", "click_rollups", "click_rollups_15m", "click_audience", "click_audience_15m"):
             rows = await conn.fetchval(f"SELECT count(*) FROM {table}")
             size = int(await conn.fetchval(
                 "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.oid = $1::regclass "
@@ -204,6 +218,12 @@ async def main() -> None:
         for tz in ZONES[:2]:
             print(line(f"big seller, last 30 days, day,code, tz={tz}",
                        await time_report(client, "big", *recent, args.runs, tz=tz, group_by="day,code")))
+        for group_by in ("day,country", "day,device", "day,referrer", "via,utm_campaign"):
+            for tz in AUDIENCE_ZONES:
+                print(line(f"typical seller, {group_by}, tz={tz}",
+                           await time_report(client, "seller001", *recent, args.runs, tz=tz, group_by=group_by)))
+                print(line(f"big seller, {group_by}, tz={tz}",
+                           await time_report(client, "big", *recent, args.runs, tz=tz, group_by=group_by)))
         await rollup_sizes()
         if args.retention:
             await check_retention(client, last_day, args.retention, args.runs)

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from redis.exceptions import RedisError
 
-from service import metrics
+from service import audience, metrics
 from service.spool import Spool
 from service.store import redis as keys
 from service.store import resp
@@ -83,8 +83,10 @@ def click_time(click_id: str) -> datetime:
 NULL = "\\N"
 ROW_COLUMNS = (
     "click_id", "clicked_at", "code", "seller_id", "product_id", "device_hash", "ip", "user_agent", "referer",
-    "reason", "original_click_id",
+    "via", "reason", "original_click_id",
 )
+# Rows of the release before `via` (streams and spools it left): 'link' goes in before the reason.
+OLD_ROW_FIELDS = len(ROW_COLUMNS) - 1
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -101,7 +103,7 @@ def _from_copy_text(field: str) -> str | None:
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
 
 
-def _copy_text(value: str | None) -> str:
+def copy_text(value: str | None) -> str:
     """A value as COPY's text format has it: NULL as \\N, separators escaped."""
     if value is None:
         return NULL
@@ -131,11 +133,12 @@ class Click:
     user_agent: str
     referer: str
     original_click_id: str | None = None
+    via: str = "link"  # or "qr"; last, so that a spool written before it reads back
 
     def payload(self) -> str:
         return json.dumps([
             self.click_id, self.at_ms, self.code, self.seller_id, self.product_id, self.reason,
-            self.device_hash, self.ip, self.user_agent, self.referer, self.original_click_id,
+            self.device_hash, self.ip, self.user_agent, self.referer, self.original_click_id, self.via,
         ], separators=(",", ":"))
 
     @classmethod
@@ -145,19 +148,22 @@ class Click:
     @classmethod
     def from_row(cls, row: str) -> Click:
         """The click of a line row() wrote."""
-        (click_id, _, code, seller_id, product_id, device, ip, user_agent, referer, reason,
-         original) = (_from_copy_text(f) for f in row.split("\t"))
+        fields = row.split("\t")
+        if len(fields) == OLD_ROW_FIELDS:
+            fields.insert(-2, "link")
+        (click_id, _, code, seller_id, product_id, device, ip, user_agent, referer, via, reason,
+         original) = (_from_copy_text(f) for f in fields)
         assert click_id is not None and code is not None and device is not None
         return cls(click_id, int(click_id[:12], 16), code, seller_id, product_id, reason or VALID, device, ip or "",
-                   user_agent or "", referer or "", original)
+                   user_agent or "", referer or "", original, via or "link")
 
     def row(self) -> str:
         """The click as a line of COPY text (columns ROW_COLUMNS): the click log's stream entries
         carry these lines, so the writer COPYs them without parsing a click."""
         return "\t".join((
-            self.click_id, iso_ms(self.at_ms), _copy_text(self.code), _copy_text(self.seller_id),
-            _copy_text(self.product_id), self.device_hash, _copy_text(self.ip), _copy_text(self.user_agent),
-            _copy_text(self.referer), self.reason or NULL, _copy_text(self.original_click_id),
+            self.click_id, iso_ms(self.at_ms), copy_text(self.code), copy_text(self.seller_id),
+            copy_text(self.product_id), self.device_hash, copy_text(self.ip), copy_text(self.user_agent),
+            copy_text(self.referer), self.via, self.reason or NULL, copy_text(self.original_click_id),
         ))
 
     def record(self) -> tuple[Any, ...]:
@@ -165,7 +171,7 @@ class Click:
         return (
             self.click_id, datetime.fromtimestamp(self.at_ms / 1000, UTC), self.code, self.seller_id,
             self.product_id, self.reason or None, self.device_hash, self.ip, self.user_agent, self.referer,
-            self.original_click_id,
+            self.original_click_id, *audience.judge(self.ip, self.user_agent, self.referer, self.via),
         )
 
 

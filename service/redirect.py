@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable
+from urllib.parse import parse_qs
 
 from starlette.requests import cookie_parser
 from starlette.types import Receive, Scope, Send
@@ -51,6 +52,13 @@ def read_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     return out
 
 
+def via_of(query: bytes) -> str:
+    """`qr` when the link was opened from its QR code (which encodes `?qr=1`), else `link`."""
+    if b"qr" not in query:
+        return "link"
+    return "qr" if "1" in parse_qs(query.decode("latin-1")).get("qr", ()) else "link"
+
+
 async def redirect(ctx: Context, scope: Scope, receive: Receive, send: Send) -> None:
     started = time.perf_counter()
     code: str = scope["path"][3:]
@@ -87,6 +95,7 @@ async def redirect(ctx: Context, scope: Scope, receive: Receive, send: Send) -> 
         ctx.click_log.new_click_id(at, code, device_key), at, code, record.seller_id if record else None,
         record.product_id if record else None, reason, device_key, truncate_ip(ip),
         _storable(user_agent[:MAX_TEXT]), _storable(headers.get("referer", "")[:MAX_TEXT]),
+        via=via_of(scope.get("query_string", b"")),
     )
     try:
         first = await ctx.click_log.log(click, dedup=reason == VALID)

@@ -126,6 +126,8 @@ def _group_by(request: Request) -> list[str]:
     unknown = [k for k in keys if k not in sql.KEYS]
     if unknown:
         raise invalid({"group_by": f"unknown {', '.join(unknown)}; choose from {', '.join(sql.KEYS)}"})
+    if len(set(keys) & set(sql.AUDIENCE)) > 1:
+        raise invalid({"group_by": f"at most one of {', '.join(sql.AUDIENCE)}"})
     return list(dict.fromkeys(keys))
 
 

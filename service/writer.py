@@ -16,19 +16,20 @@ import math
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-from service import dedup, metrics
-from service.clicks import ROW_COLUMNS, Click, spooled_clicks
+from service import audience, dedup, metrics
+from service.clicks import OLD_ROW_FIELDS, ROW_COLUMNS, Click, copy_text, spooled_clicks
 from service.outages import Outage
 from service.spool import Spool
 from service.store import clicks as sql
+from service.store import events as events_sql
 from service.store import redis as keys
 
 log = logging.getLogger("mcode.writer")
@@ -45,6 +46,9 @@ LINGER_BELOW = 2000  # clicks
 CLAIM_IDLE_MS = 15_000
 CLAIM_EVERY_S = 5.0
 PARTITIONS_EVERY_S = 3600.0
+# Orders and carts on clicks older than this that still lack the click's dimensions are left so
+# (their clicks were stored before dimensions were judged, or are gone): the sweep stays small.
+AUDIENCE_SWEEP = timedelta(days=2)
 RETRY_S = 1.0
 # A read of BATCH entries can be megabytes, read in chunks with the event loop running other
 # tasks in between (redis-py times the whole reply): in a web worker under load that took over
@@ -94,6 +98,61 @@ def _candidate(row: bytes) -> tuple[dedup.Key, str] | None:
     if len(click_id) != 28 or not _HEX.issuperset(click_id) or b"\\" in code or not code.isascii():
         return None
     return (code.decode(), device.decode("ascii", "replace")), click_id.decode()
+
+
+# Rows as stored: the audience dimensions go in before `via`, so that a row's last two columns stay
+# its verdict (reason, original click id) for decode() and judged() alike.
+STORED_COLUMNS = (*ROW_COLUMNS[:-3], *audience.DIMENSIONS[:-1], *ROW_COLUMNS[-3:])
+_IP, _VIA = ROW_COLUMNS.index("ip"), ROW_COLUMNS.index("via")
+
+
+def with_audience(row: bytes) -> bytes:
+    """A row of the click log with the click's audience dimensions judged (columns STORED_COLUMNS);
+    a row of the release before `via` gets `link`. A row not written the way Click.row() writes
+    is left as it is: Postgres refuses it, and it is set aside."""
+    fields = row.split(b"\t")
+    if len(fields) == OLD_ROW_FIELDS:
+        fields.insert(_VIA, b"link")
+    if len(fields) != len(ROW_COLUMNS):
+        return row
+    ip, user_agent, referer, via = fields[_IP:_VIA + 1]
+    try:
+        judged = (_COUNTRIES.get(ip) or _judge(_COUNTRIES, ip, audience.country),
+                  _AGENTS.get(user_agent) or _judge(_AGENTS, user_agent, _agent),
+                  _REFERRERS.get(referer) or _judge(_REFERRERS, referer, audience.referrer),
+                  b"qr" if via == b"qr" else b"link")
+    except ValueError:
+        return row
+    return b"\t".join((*fields[:_VIA], *judged, *fields[_VIA + 1:]))
+
+
+# A row's fields (COPY text) to their dimensions' columns, remembered: a busy service sees the same
+# networks, browsers and referring pages over and over. Each cache is emptied when it grows past
+# _CACHED entries (cheaper per row than keeping an LRU order).
+_CACHED = 50_000
+_COUNTRIES: dict[bytes, bytes] = {}
+_AGENTS: dict[bytes, bytes] = {}
+_REFERRERS: dict[bytes, bytes] = {}
+
+
+def _agent(user_agent: str) -> str:
+    return "\t".join(audience.agent(user_agent))
+
+
+def _judge(cache: dict[bytes, bytes], field: bytes, judge: Callable[[str], str]) -> bytes:
+    """ValueError when the field is not as Click.row() writes it."""
+    if len(cache) >= _CACHED:
+        cache.clear()
+    judged = cache[field] = "\t".join(copy_text(v) for v in judge(sql.copy_value(field) or "").split("\t")).encode()
+    return judged
+
+
+def without_audience(row: bytes) -> bytes:
+    """A row of STORED_COLUMNS back as the click log wrote it (ROW_COLUMNS), for a person to read."""
+    fields = row.split(b"\t")
+    if len(fields) != len(STORED_COLUMNS):
+        return row
+    return b"\t".join([*fields[:_VIA], *fields[_VIA + len(audience.DIMENSIONS) - 1:]])
 
 
 # Spooled clicks never had Redis's judgement with all it knew: judge every one.
@@ -227,6 +286,7 @@ class Writer:
         written = 0
         if now - self.last_claim > CLAIM_EVERY_S:
             self.last_claim = now
+            await self.fill_audience()
             written += await self.claim_abandoned()
             written += await self.replay_spool()
         start = "0" if self.own_pending else ">"
@@ -284,6 +344,7 @@ class Writer:
         share the judgement lock; a commit that judges takes it alone, so it sees every click
         committed before it and every commit after it sees it. The span is read again once the
         shared lock is held: a judging commit may have opened it meanwhile."""
+        rows = [with_audience(row) for row in rows]  # before the transaction: no lock waits on it
         while True:
             async with postgres(self.pool) as conn, conn.transaction():
                 span = doubt or await keys.doubt(self.redis, self.shards, shard)
@@ -294,7 +355,7 @@ class Writer:
                     continue  # a span opened since: roll back and judge, alone
                 judged = await self.judged(conn, rows, candidates)
                 try:
-                    return await sql.write_rows(conn, judged, ROW_COLUMNS), []
+                    return await sql.write_rows(conn, judged, STORED_COLUMNS), []
                 except REJECTED:
                     return await self._one_by_one(conn, judged)
 
@@ -345,10 +406,10 @@ class Writer:
         new, refused = 0, []
         for row in rows:
             try:
-                new += await sql.write_rows(conn, [row], ROW_COLUMNS)
+                new += await sql.write_rows(conn, [row], STORED_COLUMNS)
             except REJECTED as exc:
                 log.error("writer: postgres refused click row %r: %r", row[:40], exc)
-                refused.append(row)
+                refused.append(without_audience(row))
         return new, refused
 
     async def _set_aside(self, lines: Sequence[bytes]) -> None:
@@ -359,6 +420,11 @@ class Writer:
             await pipe.execute()
         metrics.CLICKS_REJECTED.inc(len(lines))
         log.error("writer: set aside %d clicks in %s", len(lines), self.rejects)
+
+    async def fill_audience(self) -> None:
+        """Orders and carts posted before the writer stored their click get its dimensions now."""
+        async with postgres(self.pool) as conn:
+            await events_sql.fill_audience(conn, datetime.now(UTC) - AUDIENCE_SWEEP)
 
     async def claim_abandoned(self) -> int:
         written = 0

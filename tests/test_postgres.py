@@ -48,8 +48,9 @@ async def test_quarter_hour_rollups_migration_counts_kept_clicks_again_and_keeps
             for click_id, at, reason in kept:
                 await conn.execute(
                     "INSERT INTO clicks (click_id, clicked_at, code, seller_id, reason, device_hash, ip, user_agent, "
-                    "referer) VALUES ($1, $2::text::timestamptz, $3, 's', $4, 'd', '', '', '')",
-                    click_id, f"2024-01-01 {at}+00", "A" if click_id < "b" else "C", reason)
+                    "referer) VALUES ($1, $2::text::timestamptz, $3, 's', $4, 'd', '', '', $5)",
+                    click_id, f"2024-01-01 {at}+00", "A" if click_id < "b" else "C", reason,
+                    "https://Shop.Example:8443/p?q=1" if click_id == "a3" else "")
             # the old writer's hourly rows: A as its clicks, B's clicks dropped, C's drifted
             await conn.execute(f"""
                 INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {reasons})
@@ -74,6 +75,18 @@ async def test_quarter_hour_rollups_migration_counts_kept_clicks_again_and_keeps
             hours = [(r["code"], r["hour"].strftime("%H:%M"), r["clicks"], r["valid_clicks"]) for r in await conn.fetch(
                 "SELECT * FROM click_rollups ORDER BY code, hour")]
             assert hours == [("A", "10:00", 5, 3), ("B", "11:00", 5, 3), ("C", "12:00", 2, 1)]
+            # 0010: the audience rollups of those clicks, unknown but for their referrer and via
+            referrers = [(r["code"], r["quarter"].strftime("%H:%M"), r["value"], r["clicks"]) for r in await conn.fetch(
+                "SELECT * FROM click_audience_15m WHERE dimension = 'referrer' ORDER BY code, quarter, value")]
+            assert referrers == [("A", "10:00", "direct", 1), ("A", "10:15", "direct", 1),
+                                 ("A", "10:30", "shop.example", 1), ("A", "10:45", "direct", 2),
+                                 ("B", "11:00", "direct", 5), ("C", "12:30", "direct", 2)]
+            for dimension, value in (("country", "ZZ"), ("device", "other"), ("via", "link")):
+                hours_of = [(r["code"], r["hour"].strftime("%H:%M"), r["value"], r["clicks"], r["valid_clicks"])
+                            for r in await conn.fetch("SELECT * FROM click_audience WHERE dimension = $1 "
+                                                      "ORDER BY code, hour", dimension)]
+                assert hours_of == [("A", "10:00", value, 5, 3), ("B", "11:00", value, 5, 3),
+                                    ("C", "12:00", value, 2, 1)], dimension
         finally:
             await conn.close()
     finally:

@@ -9,9 +9,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import segno
+from starlette.applications import Starlette
 
 from service import qr
-from tests.conftest import ADMIN_HEADERS, Maker
+from tests.conftest import ADMIN_HEADERS, Maker, drain, stored_click
 from tests.test_catalog import bearer, issue_key
 from tests.test_redirect import BUYER
 
@@ -70,7 +71,8 @@ async def test_another_sellers_key_is_refused_and_an_unknown_code_is_404(client:
     assert (await client.get("/v1/codes/NOSUCHCODE123/qr", headers=ADMIN_HEADERS)).status_code == 404
 
 
-async def test_the_scanned_link_redirects_exactly_as_the_short_link(client: httpx.AsyncClient, code: Maker) -> None:
+async def test_the_scanned_link_redirects_exactly_as_the_short_link(app: Starlette, client: httpx.AsyncClient,
+                                                                    code: Maker) -> None:
     c = await code()
     plain = await client.get(f"/e/{c['code']}", headers=BUYER)
     scanned = await client.get(f"/e/{c['code']}?qr=1", headers=BUYER | {"user-agent": BUYER["user-agent"] + " x"})
@@ -84,3 +86,9 @@ async def test_the_scanned_link_redirects_exactly_as_the_short_link(client: http
 
     assert without_click(scanned.headers["location"]) == without_click(plain.headers["location"])
     assert "qr" not in parse_qs(urlsplit(scanned.headers["location"]).query)
+    # the writer records how each came
+    other = await client.get(f"/e/{c['code']}?qr=0&x=1", headers=BUYER | {"user-agent": BUYER["user-agent"] + " y"})
+    await drain(app)
+    for response, via in ((plain, "link"), (scanned, "qr"), (other, "link")):
+        click_id = parse_qs(urlsplit(response.headers["location"]).query)["mc_click"][0]
+        assert (await stored_click(app, click_id) or {}).get("via") == via

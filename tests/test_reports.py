@@ -3,6 +3,7 @@ import csv
 import io
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from asgi_lifespan import LifespanManager
@@ -195,7 +196,7 @@ async def test_report_parameters_are_checked(client: httpx.AsyncClient, seller: 
     s = await seller()
     for bad in ({"tz": "Mars/Olympus"}, {"tz": "../etc/passwd"}, {"from": "2024-13-01"}, {"to": "yesterday"},
                 {"from": "2024-01-01", "to": "2025-01-02"}, {"from": "2024-02-01", "to": "2024-01-01"},
-                {"group_by": "day,country"}, {"format": "xml"}):
+                {"group_by": "day,planet"}, {"group_by": "country,device"}, {"format": "xml"}):
         r = await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS, params={"seller_id": s["seller_id"]} | bad)
         assert r.status_code == 422, bad
     r = await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS,
@@ -265,3 +266,73 @@ async def test_dates_out_of_range_are_refused(client: httpx.AsyncClient) -> None
         for path in ("/v1/reports/traffic", "/v1/reports/invalid-clicks"):
             r = await client.get(path, headers=ADMIN_HEADERS, params=params)
             assert r.status_code == 422, (path, params)
+
+
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+          "Version/17.5 Mobile/15E148 Safari/604.1")
+
+
+async def test_reports_by_audience_dimensions(app: Starlette, client: httpx.AsyncClient, seller: Maker,
+                                              product: Maker) -> None:
+    from service.app import new_writer
+
+    s = await seller()
+    sid = s["seller_id"]
+    code = await new_code(client, sid, (await product(sid))["product_id"])
+    # the buyers' addresses come from X-Forwarded-For, as behind a load balancer
+    proxied = create_app(make_settings(trusted_proxies=("198.51.100.0/24",)))
+    async with LifespanManager(proxied):
+        transport = httpx.ASGITransport(app=proxied, client=("198.51.100.7", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as buyers:
+            async def click(ip: str, headers: dict[str, str], qr: bool = False) -> str:
+                r = await buyers.get(f"/e/{code}" + ("?qr=1" if qr else ""), headers=headers | {"x-forwarded-for": ip})
+                assert r.status_code == 302 and "qr" not in parse_qs(urlsplit(r.headers["location"]).query)
+                return click_id_of(r)
+
+            scanned = await click("1.1.1.1", {"user-agent": IPHONE, "accept-language": "en"}, qr=True)
+            await click("1.1.1.1", {"user-agent": IPHONE, "accept-language": "en"}, qr=True)  # a repeat
+            await click("77.88.8.8", BUYER | {"referer": "https://www.Instagram.com/p/x"})
+            await click("77.88.8.9", BUYER | {"referer": "https://l.instagram.com/?u=1"})
+            await click("203.0.113.9", {"user-agent": "Googlebot/2.1 (+http://www.google.com/bot.html)"})
+            # ordered before the writer stored the click: the writer's sweep gives the order its dimensions
+            r = await post(client, order(scanned, "40.00"))  # a fresh category: the default rate, 0.05
+            assert r.status_code == 201 and r.json()["status"] == "attributed"
+            await drain(proxied)
+            writer = new_writer(proxied.state.ctx)
+            try:
+                await writer.fill_audience()
+            finally:
+                await writer.close()
+
+    async def report(group_by: str, tz: str = "UTC") -> dict[str, dict[str, Any]]:
+        r = await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS,
+                             params={"seller_id": sid, "group_by": group_by, "tz": tz})
+        assert r.status_code == 200, r.text
+        return {row[group_by.split(",")[-1]]: row for row in r.json()["rows"]}
+
+    def counts(rows: dict[str, dict[str, Any]]) -> dict[str, tuple[int, int, int]]:
+        return {k: (v["clicks"], v["valid_clicks"], v["orders"]) for k, v in rows.items()}
+
+    assert counts(await report("country")) == {"AU": (2, 1, 1), "RU": (2, 2, 0), "ZZ": (1, 0, 0)}
+    assert counts(await report("device")) == {"mobile": (2, 1, 1), "desktop": (2, 2, 0), "other": (1, 0, 0)}
+    assert counts(await report("browser")) == {"Mobile Safari": (2, 1, 1), "Chrome": (2, 2, 0), "Googlebot": (1, 0, 0)}
+    assert counts(await report("os")) == {"iOS": (2, 1, 1), "Windows": (2, 2, 0), "Other": (1, 0, 0)}
+    assert counts(await report("referrer")) == {"direct": (3, 1, 1), "www.instagram.com": (1, 1, 0),
+                                                "l.instagram.com": (1, 1, 0)}
+    via = await report("via")
+    assert counts(via) == {"qr": (2, 1, 1), "link": (3, 2, 0)}
+    assert via["qr"]["invalid_clicks"]["ERR_DUP"] == 1 and via["link"]["invalid_clicks"]["ERR_BOT"] == 1
+    assert via["qr"]["pending_commission"] == {"USD": "2.00"} and via["qr"]["gmv"] == {"USD": "40.00"}
+    # with any of the other keys, and in a zone whose midnight cuts UTC hours (quarter-hour rollups)
+    by_day = await report("day,code,channel,country", tz="Asia/Kolkata")
+    assert counts(by_day) == counts(await report("country"))
+    # the CSV names the dimension as a column
+    r = await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS,
+                         params={"seller_id": sid, "group_by": "via", "format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(r.text.lstrip("\ufeff"))))
+    assert {(row["via"], row["clicks"]) for row in rows} == {("qr", "2"), ("link", "3")}
+    # the clicks themselves hold what the rollups counted
+    async with app.state.ctx.pool.acquire() as conn:
+        stored = await conn.fetchrow("SELECT via, country, device, browser, os, referrer FROM clicks "
+                                     "WHERE click_id = $1", scanned)
+    assert tuple(stored) == ("qr", "AU", "mobile", "Mobile Safari", "iOS", "direct")

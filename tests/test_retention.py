@@ -23,11 +23,16 @@ from service.app import create_app
 from service.clicks import ROW_COLUMNS, Click, new_click_id
 from service.store import clicks as sql
 from service.store import reports as report_sql
+from service.writer import STORED_COLUMNS, with_audience
 from tests.conftest import ADMIN_HEADERS, PG_ROOT, RUN, UTM, make_settings, uid
 from tests.test_events import iso, order, post
 
 URL = f"{PG_ROOT}/mcode_test_{RUN}_retention"
 ZONES = ("UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns")
+IPS = ("1.1.1.0", "77.88.8.0", "203.0.113.0")
+AGENTS = ("Mozilla/5.0", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+          "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0.0.0 Safari/537.36")
+REFERERS = ("", "https://www.instagram.com/", "https://t.co/x")
 REASONS = ("", "", "", "", "ERR_BOT", "ERR_DUP", "ERR_PREFETCH", "ERR_404", "ERR_400", "ERR_403", "ERR_410")
 # America/St_Johns moves from -3:30 to -2:30 on 2025-03-09: its midnight moves from 03:30 to 02:30 UTC.
 TODAY = date(2025, 3, 12)
@@ -111,7 +116,8 @@ def clicks_around_midnights(codes: list[dict[str, Any]], rng: random.Random) -> 
             c = rng.choice(codes)
             reason = rng.choice(REASONS)
             clicks.append(Click(new_click_id(ms), ms, c["code"], c["seller_id"], c["product_id"], reason,
-                                f"dev{rng.randrange(10**9)}", "203.0.113.0", "Mozilla/5.0", "", None))
+                                f"dev{rng.randrange(10**9)}", rng.choice(IPS), rng.choice(AGENTS),
+                                rng.choice(REFERERS), None, rng.choice(("link", "qr"))))
         day += timedelta(days=1)
     return clicks
 
@@ -150,10 +156,10 @@ async def test_reports_over_dropped_days_stay_exact_in_every_zone(own: Own) -> N
         assert sql.partition_name(FIRST_DAY) not in await own.partitions()
         # the writer's ways in: rows of the click log (COPY, rollups from the rows), those rows
         # delivered again (staging table), and records (staging table)
-        lines = [c.row().encode() for c in clicks]
+        lines = [with_audience(c.row().encode()) for c in clicks]
         third = len(lines) // 3
-        assert await sql.write_rows(conn, lines[:third], ROW_COLUMNS) == third
-        assert await sql.write_rows(conn, lines[: 2 * third], ROW_COLUMNS) == third
+        assert await sql.write_rows(conn, lines[:third], STORED_COLUMNS) == third
+        assert await sql.write_rows(conn, lines[: 2 * third], STORED_COLUMNS) == third
         assert await sql.write_batch(conn, [c.record() for c in clicks[2 * third:]]) == len(clicks) - 2 * third
         # verdicts changed after a late click: valid -> repeat and repeat -> valid
         changes = []
@@ -178,6 +184,18 @@ async def test_reports_over_dropped_days_stay_exact_in_every_zone(own: Own) -> N
                             count(*) FILTER (WHERE reason = 'ERR_DUP') FROM clicks GROUP BY 1, 2)
                 ) AS d""")
             assert differ == 0, table
+        for bucket, table, column in (("date_bin('15 minutes', clicked_at, '2000-01-01')", "click_audience_15m",
+                                       "quarter"), ("date_trunc('hour', clicked_at, 'UTC')", "click_audience", "hour")):
+            counted = f"""
+                SELECT code, {bucket}, a.dimension, a.value, count(*), count(*) FILTER (WHERE reason IS NULL)
+                FROM clicks CROSS JOIN LATERAL (
+                    VALUES ('country', country), ('device', device), ('browser', browser), ('os', os),
+                           ('referrer', referrer), ('via', via)) AS a(dimension, value)
+                GROUP BY 1, 2, 3, 4"""
+            kept = f"SELECT code, {column}, dimension, value, clicks, valid_clicks FROM {table}"
+            differ = await conn.fetchval(f"SELECT count(*) FROM (({counted} EXCEPT {kept}) UNION ALL "
+                                         f"({kept} EXCEPT {counted})) AS d")
+            assert differ == 0, table
 
     before: dict[Any, list[dict[str, Any]]] = {}
     for tz in ZONES:
@@ -185,6 +203,9 @@ async def test_reports_over_dropped_days_stay_exact_in_every_zone(own: Own) -> N
         assert as_counts(rows) == expected(clicks, tz), tz
         before[tz] = rows
         before[tz, "campaign"] = await own.report(sid, tz, "utm_campaign")
+        for dimension in ("country", "via"):
+            before[tz, dimension] = await own.report(sid, tz, f"day,{dimension}")
+            assert len({r[dimension] for r in before[tz, dimension]}) > 1
         # the rollups agree with the clicks themselves (the path kept for offsets no rollup fits)
         start = datetime.combine(FIRST_DAY - timedelta(days=1), datetime.min.time(), ZoneInfo(tz))
         end = datetime.combine(TODAY + timedelta(days=2), datetime.min.time(), ZoneInfo(tz))
@@ -205,6 +226,8 @@ async def test_reports_over_dropped_days_stay_exact_in_every_zone(own: Own) -> N
     for tz in ZONES:
         assert await own.report(sid, tz) == before[tz], tz
         assert await own.report(sid, tz, "utm_campaign") == before[tz, "campaign"], tz
+        for dimension in ("country", "via"):
+            assert await own.report(sid, tz, f"day,{dimension}") == before[tz, dimension], (tz, dimension)
     # the invalid-clicks ledger lists the clicks themselves: dropped days are gone from it
     days, cursor = set(), None
     while True:
@@ -229,6 +252,7 @@ async def test_reports_over_dropped_days_stay_exact_in_every_zone(own: Own) -> N
         await sql.recount_rollups(conn)
     for tz in ZONES:
         assert await own.report(sid, tz) == before[tz], tz
+        assert await own.report(sid, tz, "day,via") == before[tz, "via"], tz
 
 
 async def test_today_and_yesterday_are_never_dropped(own: Own) -> None:

@@ -1,6 +1,7 @@
 """The click pipeline under faults caused for real: a killed writer, Postgres and Redis cut off."""
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
-from service import metrics
+from service import audience, metrics
 from service.app import new_writer
 from service.clicks import ROW_COLUMNS, Click, new_click_id, now_ms
 from service.devices import device_hash
@@ -434,8 +435,9 @@ async def test_rollups_of_a_batch_match_its_clicks_first_time_and_when_delivered
 def test_rollup_counts_read_back_escaped_and_null_fields() -> None:
     at = now_ms()
     click = Click(new_click_id(at), at, "a\\b", None, None, "ERR_400", device_hash("d"), "", "ua", "", None)
-    code, hour, seller, reason, n = sql.rollup_counts([click.row().encode()] * 2, ROW_COLUMNS) or []
+    (code, hour, seller, reason, n), audience = sql.rollup_counts([click.row().encode()] * 2, ROW_COLUMNS) or ([], [])
     assert (code, seller, reason, n) == (["a\\b"], [None], ["ERR_400"], [2])
+    assert audience is None  # rows without the dimensions judged add no audience counts
     assert hour == [click.record()[1].strftime("%Y-%m-%dT%H")]
     # what Click.row() does not write is left to Postgres to read (the staging path): another
     # time format, bytes that are not UTF-8, escapes it never uses, a lone backslash
@@ -626,3 +628,25 @@ async def test_clicks_the_release_before_shards_left_in_its_streams_are_stored(a
     async with ctx.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM clicks WHERE click_id = $1", click.click_id) == 1
     assert await backlog(app) == 0
+
+
+async def test_rows_and_spooled_clicks_of_the_release_before_via_are_stored_with_their_audience(
+        app: Starlette) -> None:
+    """A rolling deploy: the click log's streams still hold rows written before `via` (one field
+    fewer), and a spool file the old payload (one element fewer)."""
+    await drain(app)
+    ctx = app.state.ctx
+    code = "OLDROW" + uuid.uuid4().hex[:6]
+    at = now_ms()
+    iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
+    old = Click(new_click_id(at), at, code, None, None, "", "d1", "1.1.1.0", iphone, "https://t.co/x")
+    fields = old.row().split("\t")
+    del fields[ROW_COLUMNS.index("via")]
+    await ctx.redis.xadd(ctx.click_log.shards.streams[0], {"n": 1, "c": "\t".join(fields)})
+    await ctx.redis.incrby(ctx.click_log.shards.backlog(0), 1)
+    spooled = Click(new_click_id(at), at, code, None, None, "", "d2", "77.88.8.0", "", "")
+    assert Click.from_payload(json.dumps(json.loads(spooled.payload())[:-1])) == spooled
+    await drain(app)
+    row = await stored_click(app, old.click_id) or {}
+    assert tuple(row.get(k) for k in audience.DIMENSIONS) == (
+        "AU", "mobile", "Mobile Safari UI/WKWebView", "iOS", "t.co", "link")

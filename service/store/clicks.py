@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import operator
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -11,9 +12,11 @@ from typing import Any
 
 import asyncpg
 
+from service.audience import DIMENSIONS, UNKNOWN
+
 COLUMNS = (
     "click_id", "clicked_at", "code", "seller_id", "product_id", "reason",
-    "device_hash", "ip", "user_agent", "referer", "original_click_id",
+    "device_hash", "ip", "user_agent", "referer", "original_click_id", *DIMENSIONS,
 )
 _COLS = ", ".join(COLUMNS)
 # Partitions made ahead of time, so that the default partition stays empty in normal running.
@@ -173,40 +176,61 @@ async def _delete_expired_defaults(conn: asyncpg.Connection, cutoff: date) -> in
 REASON_COLUMNS = ("ERR_400", "ERR_403", "ERR_404", "ERR_410", "ERR_PREFETCH", "ERR_BOT", "ERR_DUP")
 _COUNTS = ", ".join(f'"{r}"' for r in REASON_COLUMNS)
 _COUNT_COLUMNS = ("clicks", "valid_clicks", *(f'"{r}"' for r in REASON_COLUMNS))
-# Click counts are kept twice, by the writer, in the transaction that stores the clicks: per code
-# and UTC hour (click_rollups) and per code and quarter hour (click_rollups_15m, migration 0009).
+# Click counts are kept by the writer, in the transaction that stores the clicks, per code and UTC
+# hour (click_rollups) and per code and quarter hour (click_rollups_15m, migration 0009); and the
+# same again per audience dimension and value (click_audience, click_audience_15m, migration 0010).
 # An hourly row is always the sum of its hour's quarter rows.
 _QUARTER = "date_bin('15 minutes', {0}, timestamptz '2000-01-01 00:00:00+00')"
 _HOUR = "date_trunc('hour', {0}, 'UTC')"
+# A click's (dimension, value) pairs, as SQL over a row `s` of clicks; a click stored before the
+# dimensions were judged counts as unknown (service/audience.py UNKNOWN), but for its referrer.
+_REFERER_HOST = r"lower(substring(s.referer from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)'))"
+_AUDIENCE_PAIRS = ", ".join(
+    f"('{d}', coalesce(s.{d}, {_REFERER_HOST + ', ' if d == 'referrer' else ''}'{UNKNOWN[d]}'))" for d in DIMENSIONS
+)
+_PER_AUDIENCE = f"CROSS JOIN LATERAL (VALUES {_AUDIENCE_PAIRS}) AS a(dimension, value)"
+
+
+class _Rollup:
+    """A pair of rollup tables (quarter hours, hours) and the key columns they add to (code, time)."""
+
+    def __init__(self, quarters: str, hours: str, keys: tuple[str, ...] = (), per_row: str = "") -> None:
+        self.quarters, self.hours, self.keys, self.per_row = quarters, hours, keys, per_row
+        extra = "".join(f"{k}, " for k in keys)
+        counts = f"seller_id, clicks, valid_clicks, {_COUNTS}"
+        self.into_quarters = f"INSERT INTO {quarters} (code, quarter, {extra}{counts})"
+        self.into_hours = f"INSERT INTO {hours} (code, hour, {extra}{counts})"
+        self.quarter_key = f"(quarter, code{''.join(', ' + k for k in keys)})"
+        self.hour_key = f"(code, hour{''.join(', ' + k for k in keys)})"
+        self.add_to_quarters = f"ON CONFLICT {self.quarter_key} DO UPDATE SET {_add_counts(quarters)}"
+        self.add_to_hours = f"ON CONFLICT {self.hour_key} DO UPDATE SET {_add_counts(hours)}"
+        self.group = ", ".join(str(i) for i in range(1, len(keys) + 3))  # code, bucket and the keys
+
+    def count(self, source: str, bucket: str) -> str:
+        """Counts of the clicks in `source` (as s: code, clicked_at, seller_id, reason and the
+        dimensions) per code, bucket and key."""
+        keys = "".join(f"a.{k}, " for k in self.keys)
+        return (f"SELECT s.code, {bucket.format('s.clicked_at')}, {keys}min(s.seller_id), count(*), "
+                f"count(*) FILTER (WHERE s.reason IS NULL), {_REASON_FILTERS} FROM {source} s {self.per_row} "
+                f"GROUP BY {self.group}")
 
 
 def _add_counts(table: str) -> str:
     return ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in _COUNT_COLUMNS)
 
 
-_REASON_FILTERS = ", ".join(f"count(*) FILTER (WHERE reason = '{r}')" for r in REASON_COLUMNS)
-
-
-def _count_clicks(source: str, bucket: str) -> str:
-    """Counts of `source`'s rows (code, clicked_at, seller_id, reason) per code and bucket."""
-    return (f"SELECT code, {bucket.format('clicked_at')}, min(seller_id), count(*), "
-            f"count(*) FILTER (WHERE reason IS NULL), {_REASON_FILTERS} FROM {source} GROUP BY 1, 2")
-
-
-_INTO_QUARTERS = f"INSERT INTO click_rollups_15m (code, quarter, seller_id, clicks, valid_clicks, {_COUNTS})"
-_INTO_HOURS = f"INSERT INTO click_rollups (code, hour, seller_id, clicks, valid_clicks, {_COUNTS})"
-_ADD_TO_QUARTERS = f"ON CONFLICT (quarter, code) DO UPDATE SET {_add_counts('click_rollups_15m')}"
-_ADD_TO_HOURS = f"ON CONFLICT (code, hour) DO UPDATE SET {_add_counts('click_rollups')}"
+_REASON_FILTERS = ", ".join(f"count(*) FILTER (WHERE s.reason = '{r}')" for r in REASON_COLUMNS)
+CLICK_ROLLUPS = _Rollup("click_rollups_15m", "click_rollups")
+AUDIENCE_ROLLUPS = _Rollup("click_audience_15m", "click_audience", ("dimension", "value"), _PER_AUDIENCE)
+_ROLLUPS = (CLICK_ROLLUPS, AUDIENCE_ROLLUPS)
 # Clicks not stored yet go in; the rollups count exactly those. Safe to repeat.
 _MERGE = f"""
 WITH new AS (
     INSERT INTO clicks ({_COLS}) SELECT {_COLS} FROM clicks_in ON CONFLICT DO NOTHING
-    RETURNING code, clicked_at, seller_id, reason
-), quarters AS (
-    {_INTO_QUARTERS} {_count_clicks("new", _QUARTER)} {_ADD_TO_QUARTERS}
-), hours AS (
-    {_INTO_HOURS} {_count_clicks("new", _HOUR)} {_ADD_TO_HOURS}
-)
+    RETURNING code, clicked_at, seller_id, reason, referer, {", ".join(DIMENSIONS)}
+), {", ".join(f'''
+q{i} AS ({r.into_quarters} {r.count("new", _QUARTER)} {r.add_to_quarters}),
+h{i} AS ({r.into_hours} {r.count("new", _HOUR)} {r.add_to_hours})''' for i, r in enumerate(_ROLLUPS))}
 SELECT count(*) FROM new
 """
 
@@ -223,19 +247,31 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-# Counts given per (code, quarter hour as 'YYYY-MM-DDTHH:MM' in UTC, seller, reason), added to
-# the quarter-hour and the hourly rollups.
 _SUMS = ", ".join(["min(seller_id)", "sum(n)", "coalesce(sum(n) FILTER (WHERE reason IS NULL), 0)",
                    *(f"coalesce(sum(n) FILTER (WHERE reason = '{r}'), 0)" for r in REASON_COLUMNS)])
-_ADD_ROLLUPS = f"""
+
+
+def _add_rollups(rollup: _Rollup) -> str:
+    """Counts given per (code, quarter hour as 'YYYY-MM-DDTHH:MM' in UTC, seller, reason, then the
+    rollup's keys), added to its quarter-hour and hourly tables."""
+    keys = "".join(f", {k}" for k in rollup.keys)
+    n = len(rollup.keys)
+    return f"""
 WITH given AS (
-    SELECT code, (quarter || ':00+00:00')::timestamptz AS quarter, seller_id, reason, n
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS t(code, quarter, seller_id, reason, n)
+    SELECT code, (quarter || ':00+00:00')::timestamptz AS quarter, seller_id, reason{keys}, n
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], {"".join(f"${5 + i}::text[], " for i in range(n))}
+                ${5 + n}::bigint[]) AS t(code, quarter, seller_id, reason{keys}, n)
 ), quarters AS (
-    {_INTO_QUARTERS} SELECT code, quarter, {_SUMS} FROM given GROUP BY 1, 2 {_ADD_TO_QUARTERS}
+    {rollup.into_quarters} SELECT code, quarter{keys}, {_SUMS} FROM given GROUP BY {rollup.group}
+    {rollup.add_to_quarters}
 )
-{_INTO_HOURS} SELECT code, {_HOUR.format("quarter")}, {_SUMS} FROM given GROUP BY 1, 2 {_ADD_TO_HOURS}
+{rollup.into_hours} SELECT code, {_HOUR.format("quarter")}{keys}, {_SUMS} FROM given GROUP BY {rollup.group}
+{rollup.add_to_hours}
 """
+
+
+_ADD_CLICK_ROLLUPS = _add_rollups(CLICK_ROLLUPS)
+_ADD_AUDIENCE_ROLLUPS = _add_rollups(AUDIENCE_ROLLUPS)
 _ESCAPED = re.compile(rb"\\(.?)")  # a lone backslash at the end matches too, and is refused
 _UNESCAPED = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
 
@@ -247,7 +283,7 @@ def _unescaped(match: re.Match[bytes]) -> bytes:
         raise ValueError(match.group(0)) from None
 
 
-def _copy_value(field: bytes) -> str | None:
+def copy_value(field: bytes) -> str | None:
     """A field of COPY text as Click.row() wrote it, back to its value; ValueError otherwise."""
     if field == b"\\N":
         return None
@@ -258,15 +294,22 @@ def _copy_value(field: bytes) -> str | None:
 
 # A minute of the hour ('00'..'59') to its quarter hour's first minute.
 _QUARTER_OF = {b"%02d" % m: b"%02d" % (m - m % 15) for m in range(60)}
+Counts = list[list[Any]]  # columns, as _add_rollups' statements take them
 
 
-def rollup_counts(rows: Sequence[bytes], columns: Sequence[str], quarters: bool = False) -> list[list[Any]] | None:
+def rollup_counts(rows: Sequence[bytes], columns: Sequence[str],
+                  quarters: bool = False) -> tuple[Counts, Counts | None] | None:
     """The rows' counts per code, UTC hour ('YYYY-MM-DDTHH') or with `quarters` UTC quarter hour
-    ('YYYY-MM-DDTHH:MM', as _ADD_ROLLUPS takes them), seller and reason; None when a row is not
-    written the way Click.row() writes it (time in UTC to the ms, UTF-8, its own escapes only):
-    Postgres then reads such rows itself, and refuses them if they are garbled."""
+    ('YYYY-MM-DDTHH:MM', as _add_rollups takes them), seller and reason; and when `columns`
+    hold the audience dimensions, per those and each (dimension, value) too. None when a row is
+    not written the way Click.row() writes it (time in UTC to the ms, UTF-8, its own escapes
+    only): Postgres then reads such rows itself, and refuses them if they are garbled."""
     at, code, seller, reason = (columns.index(c) for c in ("clicked_at", "code", "seller_id", "reason"))
-    per_minute: Counter[tuple[bytes, bytes, bytes, bytes]] = Counter()
+    # the dimensions' values of a row in one C call; the row is counted once per distinct key
+    # and spread over the (dimension, value) pairs afterwards
+    values = operator.itemgetter(*(columns.index(d) for d in DIMENSIONS)) if set(DIMENSIONS) <= set(columns) \
+        else None
+    per_key: Counter[tuple[Any, ...]] = Counter()
     for row in rows:
         fields = row.split(b"\t")
         if len(fields) != len(columns):
@@ -274,24 +317,38 @@ def rollup_counts(rows: Sequence[bytes], columns: Sequence[str], quarters: bool 
         clicked_at = fields[at]
         if len(clicked_at) != 29 or not clicked_at.endswith(b"+00:00") or not clicked_at.isascii():
             return None
-        per_minute[fields[code], clicked_at[:16], fields[seller], fields[reason]] += 1
-    counts: Counter[tuple[bytes, bytes, bytes, bytes]] = Counter()
-    for (code_, minute, seller_, reason_), n in per_minute.items():
-        if not quarters:
-            counts[code_, minute[:13], seller_, reason_] += n
-            continue
-        first = _QUARTER_OF.get(minute[14:])
-        if first is None:
-            return None
-        counts[code_, minute[:14] + first, seller_, reason_] += n
-    out: list[list[Any]] = [[], [], [], [], []]
+        if quarters:
+            first = _QUARTER_OF.get(clicked_at[14:16])
+            if first is None:
+                return None
+            bucket = clicked_at[:14] + first
+        else:
+            bucket = clicked_at[:13]
+        per_key[fields[code], bucket, fields[seller], fields[reason], values(fields) if values else None] += 1
+    clicks: Counter[tuple[bytes, ...]] = Counter()
+    pairs: Counter[tuple[bytes, ...]] = Counter()
+    dimensions = [d.encode() for d in DIMENSIONS]
+    for (*key, judged), n in per_key.items():
+        clicks[tuple(key)] += n
+        if judged is not None:
+            for dimension, value in zip(dimensions, judged, strict=True):
+                pairs[(*key, dimension, value)] += n
     try:
-        for (code_, bucket, seller_, reason_), n in counts.items():
-            for column, value in zip(out, (_copy_value(code_), bucket.decode(), _copy_value(seller_),
-                                           _copy_value(reason_), n), strict=True):
-                column.append(value)
+        return _columns(clicks), (_columns(pairs) if values else None)
     except ValueError:
         return None
+
+
+def _columns(counts: Counter[tuple[bytes, ...]]) -> Counts:
+    """Counts keyed (code, bucket, seller, reason, *keys) as columns of values, n last."""
+    width = len(next(iter(counts))) + 1 if counts else 5
+    out: Counts = [[] for _ in range(width)]
+    for key, n in counts.items():
+        out[0].append(copy_value(key[0]))
+        out[1].append(key[1].decode())
+        for column, field in zip(out[2:-1], key[2:], strict=True):
+            column.append(copy_value(field))
+        out[-1].append(n)
     return out
 
 
@@ -307,10 +364,13 @@ async def write_rows(conn: asyncpg.Connection, rows: Sequence[bytes], columns: S
     data = b"\n".join(rows) + b"\n"
     counts = rollup_counts(rows, columns, quarters=True)
     if counts is not None:
+        clicks, audience = counts
         try:
             async with conn.transaction():
                 await conn.copy_to_table("clicks", source=_once(data), columns=list(columns), format="text")
-                await conn.execute(_ADD_ROLLUPS, *counts)
+                await conn.execute(_ADD_CLICK_ROLLUPS, *clicks)
+                if audience is not None:
+                    await conn.execute(_ADD_AUDIENCE_ROLLUPS, *audience)
             return len(rows)
         except asyncpg.UniqueViolationError:
             pass
@@ -355,7 +415,7 @@ async def around(conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]], sta
     return rows
 
 
-# Counts moved between valid and ERR_DUP per code and quarter hour, in both rollups.
+# Counts moved between valid and ERR_DUP per code and quarter hour, in both click rollups.
 _MOVE_COUNTS = f"""
 WITH moves AS (
     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[]) AS d(code, quarter, n)
@@ -366,6 +426,23 @@ WITH moves AS (
 )
 UPDATE click_rollups_15m r SET valid_clicks = r.valid_clicks + d.n, "ERR_DUP" = r."ERR_DUP" - d.n
 FROM moves d WHERE r.code = d.code AND r.quarter = d.quarter
+"""
+# The same in the audience rollups, per each moved click's (dimension, value) as stored with it.
+_MOVE_AUDIENCE = f"""
+WITH moves AS (
+    SELECT s.code, {_QUARTER.format("s.clicked_at")} AS quarter, a.dimension, a.value, sum(m.n) AS n
+    FROM unnest($1::text[], $2::timestamptz[], $3::bigint[]) AS m(click_id, clicked_at, n)
+    JOIN clicks s ON s.click_id = m.click_id AND s.clicked_at = m.clicked_at
+    {_PER_AUDIENCE}
+    GROUP BY 1, 2, 3, 4
+), hours AS (
+    UPDATE click_audience r SET valid_clicks = r.valid_clicks + h.n, "ERR_DUP" = r."ERR_DUP" - h.n
+    FROM (SELECT code, {_HOUR.format("quarter")} AS hour, dimension, value, sum(n) AS n FROM moves GROUP BY 1, 2, 3, 4)
+         AS h
+    WHERE r.code = h.code AND r.hour = h.hour AND r.dimension = h.dimension AND r.value = h.value
+)
+UPDATE click_audience_15m r SET valid_clicks = r.valid_clicks + d.n, "ERR_DUP" = r."ERR_DUP" - d.n
+FROM moves d WHERE r.code = d.code AND r.quarter = d.quarter AND r.dimension = d.dimension AND r.value = d.value
 """
 
 
@@ -378,7 +455,7 @@ def quarter_of(at: datetime) -> datetime:
 async def change_verdicts(conn: asyncpg.Connection,
                           changes: Sequence[tuple[str, datetime, str, bool, str | None]]) -> None:
     """Stored clicks (id, time, code, valid until now, new first click id or None for valid)
-    whose verdict changes; their rollups (quarter-hour and hourly) move with them."""
+    whose verdict changes; their rollups (quarter-hour and hourly, plain and audience) move with them."""
     await conn.execute(
         """
         UPDATE clicks c SET reason = CASE WHEN t.original IS NULL THEN NULL ELSE 'ERR_DUP' END,
@@ -394,6 +471,10 @@ async def change_verdicts(conn: asyncpg.Connection,
     moved = [(code, quarter, n) for (code, quarter), n in moves.items() if n]
     if moved:
         await conn.execute(_MOVE_COUNTS, *(list(column) for column in zip(*moved, strict=True)))
+    each = [(click_id, at, (original is None) - was_valid) for click_id, at, _, was_valid, original in changes]
+    each = [change for change in each if change[2]]
+    if each:
+        await conn.execute(_MOVE_AUDIENCE, *(list(column) for column in zip(*each, strict=True)))
 
 
 async def write_batch(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> int:
@@ -421,21 +502,30 @@ async def recount_rollups(conn: asyncpg.Connection, since: datetime | None = Non
     if since is not None:
         since = quarter_of(since)  # whole quarter hours only: a part would replace the whole
     bounds = "TRUE" if since is None else "clicked_at >= $1"
-    source = f"(SELECT code, clicked_at, seller_id, reason FROM clicks WHERE {bounds}) AS kept"
+    source = f"(SELECT code, clicked_at, seller_id, reason, referer, {', '.join(DIMENSIONS)} FROM clicks " \
+             f"WHERE {bounds})"
     args = () if since is None else (since,)
+    tables = ", ".join(t for r in _ROLLUPS for t in (r.hours, r.quarters))
+    sums = ", ".join(["min(seller_id)", *(f"sum({c})" for c in _COUNT_COLUMNS)])
     async with conn.transaction():
-        await conn.execute("LOCK TABLE clicks, click_rollups, click_rollups_15m IN SHARE MODE")
-        await conn.execute(f"{_INTO_QUARTERS} {_count_clicks(source, _QUARTER)} "
-                           f"ON CONFLICT (quarter, code) DO UPDATE SET {_REPLACE_COUNTS}", *args)
-        sums = ", ".join(["min(seller_id)", *(f"sum({c})" for c in _COUNT_COLUMNS)])
-        if since is None:
-            await conn.execute("TRUNCATE click_rollups")
-            quarters = "click_rollups_15m"
-        else:
-            await conn.execute(f"DELETE FROM click_rollups WHERE hour >= {_HOUR.format('$1::timestamptz')}", since)
-            quarters = f"click_rollups_15m WHERE quarter >= {_HOUR.format('$1::timestamptz')}"
-        await conn.execute(f"{_INTO_HOURS} SELECT code, {_HOUR.format('quarter')}, {sums} FROM {quarters} "
-                           "GROUP BY 1, 2", *args)
+        await conn.execute(f"LOCK TABLE clicks, {tables} IN SHARE MODE")
+        # an audience value no longer among a quarter's clicks must not keep its old count
+        await conn.execute(f"DELETE FROM click_audience_15m a USING (SELECT DISTINCT code, "
+                           f"{_QUARTER.format('clicked_at')} AS quarter FROM {source} k) k "
+                           "WHERE a.code = k.code AND a.quarter = k.quarter", *args)
+        for rollup in _ROLLUPS:
+            await conn.execute(f"{rollup.into_quarters} {rollup.count(source, _QUARTER)} "
+                               f"ON CONFLICT {rollup.quarter_key} DO UPDATE SET {_REPLACE_COUNTS}", *args)
+            keys = "".join(f", {k}" for k in rollup.keys)
+            if since is None:
+                await conn.execute(f"TRUNCATE {rollup.hours}")
+                quarters = rollup.quarters
+            else:
+                await conn.execute(f"DELETE FROM {rollup.hours} WHERE hour >= {_HOUR.format('$1::timestamptz')}",
+                                   since)
+                quarters = f"{rollup.quarters} WHERE quarter >= {_HOUR.format('$1::timestamptz')}"
+            await conn.execute(f"{rollup.into_hours} SELECT code, {_HOUR.format('quarter')}{keys}, {sums} "
+                               f"FROM {quarters} GROUP BY {rollup.group}", *args)
 
 
 async def find_click(conn: asyncpg.Connection, click_id: str, clicked_at: datetime) -> dict[str, Any] | None:

@@ -11,6 +11,29 @@ import asyncpg
 
 Row = dict[str, Any]
 
+# Orders and carts carry their click's audience dimensions (migration 0010). Copied from the
+# click when it is stored already (the usual case: the writer is a second behind the redirect);
+# else by the writer's sweep (fill_audience) once it is.
+_DIMENSIONS = "via, country, device, browser, os, referrer"
+_FROM_CLICK = f"""
+UPDATE {{table}} t SET ({_DIMENSIONS}) = (c.via, c.country, c.device, c.browser, c.os, c.referrer)
+FROM clicks c
+WHERE {{where}} AND t.via IS NULL AND t.clicked_at IS NOT NULL
+  AND c.click_id = t.click_id AND c.clicked_at = t.clicked_at AND c.via IS NOT NULL
+"""
+_AUDIENCE_OF_CLICK = _FROM_CLICK.replace("{where}", "t.{key} = $1")
+_AUDIENCE_SINCE = _FROM_CLICK.replace("{where}", "t.clicked_at >= $1")
+
+
+async def fill_audience(conn: asyncpg.Connection, since: datetime) -> int:
+    """Orders and carts on clicks made since `since` that still lack their click's dimensions
+    (the event came before the writer stored the click) get them; returns how many did."""
+    filled = 0
+    for table in ("orders", "carts"):
+        status = await conn.execute(_AUDIENCE_SINCE.format(table=table), since)
+        filled += int(status.split()[-1])
+    return filled
+
 
 async def claim_event(
     conn: asyncpg.Connection, event_id: str, type_: str, body_hash: bytes, occurred_at: datetime
@@ -50,6 +73,8 @@ async def insert_order(conn: asyncpg.Connection, order: Row) -> bool:
         "ON CONFLICT (order_id) DO NOTHING RETURNING true",
         *order.values(),
     )
+    if inserted:
+        await conn.execute(_AUDIENCE_OF_CLICK.format(table="orders", key="order_id"), order["order_id"])
     return bool(inserted)
 
 
@@ -67,6 +92,7 @@ async def insert_cart(conn: asyncpg.Connection, cart: Row) -> None:
     columns = list(cart)
     placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
     await conn.execute(f"INSERT INTO carts ({', '.join(columns)}) VALUES ({placeholders})", *cart.values())
+    await conn.execute(_AUDIENCE_OF_CLICK.format(table="carts", key="event_id"), cart["event_id"])
 
 
 async def rate_for(conn: asyncpg.Connection, category: str) -> Decimal | None:

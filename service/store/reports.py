@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from service.audience import DIMENSIONS, UNKNOWN
 from service.store.clicks import REASON_COLUMNS
 
 REASONS = REASON_COLUMNS  # one count column per invalid reason, as the rollups have them
@@ -25,6 +26,10 @@ KEYS = {
     "utm_content": "d.utm_content",
     "channel": "d.channel",
 }
+# Judged once per click by the writer and kept with it (service/audience.py); a report groups by
+# at most one of them. Clicks, orders and carts stored before they were judged count as unknown.
+AUDIENCE = DIMENSIONS
+KEYS |= {d: f"coalesce(f.{d}, '{UNKNOWN[d]}')" for d in AUDIENCE}
 
 
 class _Query:
@@ -89,19 +94,24 @@ async def rollup_click_counts(conn: asyncpg.Connection, keys: Sequence[str], sel
     that a day's start cuts (every hour holding a day start, `start` or `end` off the hour).
     Rollups outlive the clicks, so days that retention dropped are counted too."""
     q = _Query(keys, seller_id, start, end, tz, time="at")
+    hours, quarters, counted, only = "click_rollups", "click_rollups_15m", ", ".join(_COUNTED), ""
+    audience = [k for k in keys if k in AUDIENCE]
+    if audience:  # the dimension's own rollups, its value under the dimension's name
+        hours, quarters = "click_audience", "click_audience_15m"
+        counted += f", value AS {audience[0]}"
+        only = f"dimension = {q.param(audience[0])} AND "
     if cut_hours:
         cuts = q.param(list(cut_hours))
         # the quarters themselves, so that the index finds each one (a range join per hour would
         # have the planner read every quarter row of the period and filter)
-        quarters = q.param([hour + timedelta(minutes=m) for hour in cut_hours for m in (0, 15, 30, 45)])
+        cut_quarters = q.param([hour + timedelta(minutes=m) for hour in cut_hours for m in (0, 15, 30, 45)])
         table = f"""(
-            SELECT hour AS at, {", ".join(_COUNTED)} FROM click_rollups WHERE hour <> ALL({cuts}::timestamptz[])
+            SELECT hour AS at, {counted} FROM {hours} WHERE {only}hour <> ALL({cuts}::timestamptz[])
             UNION ALL
-            SELECT quarter AS at, {", ".join(_COUNTED)} FROM click_rollups_15m
-            WHERE quarter = ANY({quarters}::timestamptz[])
+            SELECT quarter AS at, {counted} FROM {quarters} WHERE {only}quarter = ANY({cut_quarters}::timestamptz[])
         )"""
     else:
-        table = f"(SELECT hour AS at, {', '.join(_COUNTED)} FROM click_rollups)"
+        table = f"(SELECT hour AS at, {counted} FROM {hours} WHERE {only}TRUE)"
     counts = ", ".join(f'coalesce(sum(f."{c}"), 0)::bigint AS "{c}"' for c in ("clicks", "valid_clicks", *REASONS))
     return await q.fetch(conn, counts, table)
 

@@ -1,0 +1,100 @@
+-- Audience dimensions: judged once per click by the writer (service/audience.py), kept with the
+-- click, and counted in rollups beside the click rollups, so that a report grouped by one of them
+-- reads rollups in every time zone, also over days whose raw clicks retention dropped.
+-- Clicks stored before this migration keep NULL here; reports count them as unknown
+-- (service/audience.py UNKNOWN), except their referrer host, which SQL can read (below).
+ALTER TABLE clicks
+    ADD COLUMN via text,        -- 'qr' or 'link'
+    ADD COLUMN country text,    -- ISO 3166-1 alpha-2 of the stored /24 or /48, 'ZZ' when unknown
+    ADD COLUMN device text,     -- desktop, mobile, tablet or other
+    ADD COLUMN browser text,    -- family, e.g. Chrome
+    ADD COLUMN os text,         -- family, e.g. iOS
+    ADD COLUMN referrer text;   -- the Referer's host in lower case, or 'direct'
+
+-- Orders and carts carry their click's dimensions, so that they are reported by them without the
+-- clicks (which retention drops). Filled from the click when it is stored: at once when the
+-- event comes after the writer stored the click, else by the writer's sweep (see the index).
+ALTER TABLE orders
+    ADD COLUMN via text, ADD COLUMN country text, ADD COLUMN device text, ADD COLUMN browser text,
+    ADD COLUMN os text, ADD COLUMN referrer text;
+ALTER TABLE carts
+    ADD COLUMN via text, ADD COLUMN country text, ADD COLUMN device text, ADD COLUMN browser text,
+    ADD COLUMN os text, ADD COLUMN referrer text;
+-- Only rows still waiting for their click's dimensions: the sweep reads a tiny index.
+CREATE INDEX orders_without_audience ON orders (clicked_at) WHERE via IS NULL AND clicked_at IS NOT NULL;
+CREATE INDEX carts_without_audience ON carts (clicked_at) WHERE via IS NULL AND clicked_at IS NOT NULL;
+
+-- Counts per code, bucket and one (dimension, value): the same buckets and counts as
+-- click_rollups (hourly) and click_rollups_15m (quarter hours), for the same reasons.
+CREATE TABLE click_audience (
+    code            text NOT NULL,
+    hour            timestamptz NOT NULL,
+    dimension       text NOT NULL,
+    value           text NOT NULL,
+    seller_id       text,
+    clicks          bigint NOT NULL,
+    valid_clicks    bigint NOT NULL,
+    "ERR_400"       bigint NOT NULL,
+    "ERR_403"       bigint NOT NULL,
+    "ERR_404"       bigint NOT NULL,
+    "ERR_410"       bigint NOT NULL,
+    "ERR_PREFETCH"  bigint NOT NULL,
+    "ERR_BOT"       bigint NOT NULL,
+    "ERR_DUP"       bigint NOT NULL,
+    PRIMARY KEY (code, hour, dimension, value)
+);
+CREATE INDEX click_audience_seller ON click_audience (seller_id, dimension, hour);
+
+CREATE TABLE click_audience_15m (
+    code            text NOT NULL,
+    quarter         timestamptz NOT NULL,
+    dimension       text NOT NULL,
+    value           text NOT NULL,
+    seller_id       text,
+    clicks          bigint NOT NULL,
+    valid_clicks    bigint NOT NULL,
+    "ERR_400"       bigint NOT NULL,
+    "ERR_403"       bigint NOT NULL,
+    "ERR_404"       bigint NOT NULL,
+    "ERR_410"       bigint NOT NULL,
+    "ERR_PREFETCH"  bigint NOT NULL,
+    "ERR_BOT"       bigint NOT NULL,
+    "ERR_DUP"       bigint NOT NULL,
+    PRIMARY KEY (quarter, code, dimension, value)
+);
+CREATE INDEX click_audience_15m_seller ON click_audience_15m (seller_id, dimension, quarter);
+
+-- As in 0009: clicks and rollups held still while they are counted into the new tables.
+LOCK TABLE clicks, click_rollups, click_rollups_15m IN SHARE MODE;
+
+-- The clicks kept so far, as unknown but for their referrer host and via (every earlier click
+-- was a plain link: the QR code came with this release).
+INSERT INTO click_audience_15m
+SELECT code, date_bin('15 minutes', clicked_at, timestamptz '2000-01-01 00:00:00+00'), a.dimension, a.value,
+       min(seller_id), count(*), count(*) FILTER (WHERE reason IS NULL),
+       count(*) FILTER (WHERE reason = 'ERR_400'), count(*) FILTER (WHERE reason = 'ERR_403'),
+       count(*) FILTER (WHERE reason = 'ERR_404'), count(*) FILTER (WHERE reason = 'ERR_410'),
+       count(*) FILTER (WHERE reason = 'ERR_PREFETCH'), count(*) FILTER (WHERE reason = 'ERR_BOT'),
+       count(*) FILTER (WHERE reason = 'ERR_DUP')
+FROM clicks
+CROSS JOIN LATERAL (VALUES
+    ('via', 'link'), ('country', 'ZZ'), ('device', 'other'), ('browser', 'Other'), ('os', 'Other'),
+    ('referrer', coalesce(lower(substring(referer from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)')),
+                          'direct'))
+) AS a(dimension, value)
+GROUP BY 1, 2, 3, 4;
+
+-- Counted quarter hours whose clicks retention already dropped: every dimension unknown.
+INSERT INTO click_audience_15m
+SELECT r.code, r.quarter, a.dimension, a.value, r.seller_id, r.clicks, r.valid_clicks, r."ERR_400", r."ERR_403",
+       r."ERR_404", r."ERR_410", r."ERR_PREFETCH", r."ERR_BOT", r."ERR_DUP"
+FROM click_rollups_15m r
+CROSS JOIN LATERAL (VALUES ('via', 'link'), ('country', 'ZZ'), ('device', 'other'), ('browser', 'Other'),
+                           ('os', 'Other'), ('referrer', 'direct')) AS a(dimension, value)
+WHERE NOT EXISTS (SELECT FROM click_audience_15m x WHERE x.quarter = r.quarter AND x.code = r.code);
+
+INSERT INTO click_audience
+SELECT code, date_trunc('hour', quarter, 'UTC'), dimension, value, min(seller_id), sum(clicks), sum(valid_clicks),
+       sum("ERR_400"), sum("ERR_403"), sum("ERR_404"), sum("ERR_410"), sum("ERR_PREFETCH"), sum("ERR_BOT"),
+       sum("ERR_DUP")
+FROM click_audience_15m GROUP BY 1, 2, 3, 4;
