@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from service import catalog, events, imports, metrics, ops, redirect, reports
+from service import catalog, console, events, imports, metrics, ops, redirect, reports
 from service.api import StorableText
 from service.attribution import Clicks
 from service.bots import Bots
@@ -65,6 +65,7 @@ ROUTES = [
     Route("/v1/events", events.post_event, methods=["POST"]),
     Route("/v1/reports/traffic", reports.traffic, methods=["GET"]),
     Route("/v1/reports/invalid-clicks", reports.invalid_clicks, methods=["GET"]),
+    *console.ROUTES,
 ]
 
 
