@@ -12,6 +12,7 @@ buyer's path.
 from __future__ import annotations
 
 import functools
+import re
 from urllib.parse import urlsplit
 
 import iptocc
@@ -23,6 +24,11 @@ UNKNOWN = {"country": "ZZ", "device": "other", "browser": "Other", "os": "Other"
            "via": "link"}
 VIA = ("link", "qr")
 MAX_VALUE = 100  # families are short; a longer one is somebody's garbage
+# A family comes from the User-Agent a client chose: no control character or backslash is kept.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\\]+")
+# A host as it may be counted (urlsplit gives it in lower case; IPv6 keeps its colons); anything
+# else in a Referer's host part (a space, '=', quotes) is not a host, and counts as direct.
+_HOST = re.compile(r"[a-z0-9_](?:[a-z0-9_.:-]*[a-z0-9_])?")
 
 # OS families whose devices are desktops or laptops (ua-parser's names).
 _DESKTOP_OS = frozenset({
@@ -64,11 +70,15 @@ def agent(user_agent: str) -> tuple[str, str, str]:
     if not user_agent.strip():
         return "other", "Other", "Other"
     result = parse(user_agent)
-    browser = (result.user_agent.family if result.user_agent else None) or "Other"
-    os = (result.os.family if result.os else None) or "Other"
+    browser = _family(result.user_agent.family if result.user_agent else None)
+    os = _family(result.os.family if result.os else None)
     device = result.device
     kind = _device(user_agent, os, (device.family or "") if device else "", (device.brand or "") if device else "")
-    return kind, browser[:MAX_VALUE], os[:MAX_VALUE]
+    return kind, browser, os
+
+
+def _family(name: str | None) -> str:
+    return _UNPRINTABLE.sub(" ", name or "").strip()[:MAX_VALUE] or "Other"
 
 
 def referrer(referer: str) -> str:
@@ -76,7 +86,7 @@ def referrer(referer: str) -> str:
         host = urlsplit(referer.strip()).hostname if referer else None
     except ValueError:
         host = None
-    return host[:MAX_VALUE] if host else "direct"
+    return host if host and len(host) <= MAX_VALUE and _HOST.fullmatch(host) else "direct"
 
 
 def judge(ip: str, user_agent: str, referer: str, via: str) -> tuple[str, str, str, str, str, str]:

@@ -187,6 +187,17 @@ async def traffic_rows(request: Request) -> tuple[list[str], list[dict[str, Any]
     return keys, [row for _, row in ordered]
 
 
+# A cell a spreadsheet would run as a formula (a UTM value or a Referer's host is text someone
+# else chose) is kept as text by a leading apostrophe, as OWASP advises for CSV downloads.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
 def traffic_csv(keys: list[str], rows: list[dict[str, Any]]) -> str:
     currencies = sorted({c for row in rows for m in MONEY for c in row[m]})
     header = [*keys, *SCALARS, *(f"invalid_{r}" for r in sql.REASONS),
@@ -196,7 +207,7 @@ def traffic_csv(keys: list[str], rows: list[dict[str, Any]]) -> str:
     writer.writerow(header)
     for row in rows:
         writer.writerow([
-            *("" if row[k] is None else row[k] for k in keys),
+            *(_cell(row[k]) for k in keys),
             *(row[s] for s in SCALARS),
             *(row["invalid_clicks"][r] for r in sql.REASONS),
             *(row[m].get(c, "0") for m in MONEY for c in currencies),

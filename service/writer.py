@@ -117,9 +117,9 @@ def with_audience(row: bytes) -> bytes:
         return row
     ip, user_agent, referer, via = fields[_IP:_VIA + 1]
     try:
-        judged = (_COUNTRIES.get(ip) or _judge(_COUNTRIES, ip, audience.country),
-                  _AGENTS.get(user_agent) or _judge(_AGENTS, user_agent, _agent),
-                  _REFERRERS.get(referer) or _judge(_REFERRERS, referer, audience.referrer),
+        judged = (_COUNTRIES.get(ip) or _judge(_COUNTRIES, ip, lambda v: (audience.country(v),)),
+                  _AGENTS.get(user_agent) or _judge(_AGENTS, user_agent, audience.agent),
+                  _REFERRERS.get(referer) or _judge(_REFERRERS, referer, lambda v: (audience.referrer(v),)),
                   b"qr" if via == b"qr" else b"link")
     except ValueError:
         return row
@@ -135,15 +135,12 @@ _AGENTS: dict[bytes, bytes] = {}
 _REFERRERS: dict[bytes, bytes] = {}
 
 
-def _agent(user_agent: str) -> str:
-    return "\t".join(audience.agent(user_agent))
-
-
-def _judge(cache: dict[bytes, bytes], field: bytes, judge: Callable[[str], str]) -> bytes:
-    """ValueError when the field is not as Click.row() writes it."""
+def _judge(cache: dict[bytes, bytes], field: bytes, judge: Callable[[str], tuple[str, ...]]) -> bytes:
+    """The columns (COPY text) of what `judge` makes of the field's value, remembered; ValueError
+    when the field is not as Click.row() writes it."""
     if len(cache) >= _CACHED:
         cache.clear()
-    judged = cache[field] = "\t".join(copy_text(v) for v in judge(sql.copy_value(field) or "").split("\t")).encode()
+    judged = cache[field] = "\t".join(copy_text(v) for v in judge(sql.copy_value(field) or "")).encode()
     return judged
 
 

@@ -26,6 +26,8 @@ MAC_FIREFOX = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:132.0) Gecko/2010
     ("curl/8.5.0", ("other", "curl", "Other")),
     ("", ("other", "Other", "Other")),
     ("\x00\xff garbage", ("other", "Other", "Other")),
+    # a family is what the client wrote: control characters and backslashes never reach a column
+    ("My\tApp\\1/1.2 CFNetwork/1410 Darwin/22.6.0", ("mobile", "My App 1", "iOS")),
 ])
 def test_device_browser_and_os_from_the_user_agent(user_agent: str, expected: tuple[str, str, str]) -> None:
     assert audience.agent(user_agent) == expected
@@ -45,6 +47,9 @@ def test_country_of_the_stored_network(ip: str, expected: str) -> None:
     ("http://user:pw@l.facebook.com:8080/l.php", "l.facebook.com"),
     ("android-app://com.google.android.gm/", "com.google.android.gm"),
     ("", "direct"), ("not a url", "direct"), ("http://[::1", "direct"),
+    # what is not a host name is not counted as one (nor reaches a spreadsheet as a formula)
+    ("https://=1+2/", "direct"), ("http://+SUM(1)/", "direct"), ("http://a b/", "direct"),
+    ("https://xn--e1afmkfd.xn--p1ai/x", "xn--e1afmkfd.xn--p1ai"),
 ])
 def test_referrer_is_the_referers_host(referer: str, expected: str) -> None:
     assert audience.referrer(referer) == expected
@@ -55,3 +60,14 @@ def test_judge_gives_every_dimension_in_order() -> None:
         "AU", "mobile", "Mobile Safari", "iOS", "t.co", "qr")
     assert audience.judge("", "", "", "anything else")[-1] == "link"
     assert tuple(audience.UNKNOWN) == audience.DIMENSIONS
+
+
+def test_a_row_keeps_its_columns_whatever_the_client_sent() -> None:
+    from service.clicks import Click, new_click_id, now_ms
+    from service.writer import STORED_COLUMNS, with_audience
+
+    at = now_ms()
+    for user_agent in ("My\tApp/1.2 CFNetwork/1410 Darwin/22.6.0", "a\\b\nc", "\x01\x02"):
+        row = with_audience(Click(new_click_id(at), at, "c", "s", "p", "", "d", "1.1.1.0", user_agent,
+                                  "https://x/\t").row().encode())
+        assert row.count(b"\t") + 1 == len(STORED_COLUMNS), user_agent

@@ -87,6 +87,9 @@ async def test_quarter_hour_rollups_migration_counts_kept_clicks_again_and_keeps
                                                       "ORDER BY code, hour", dimension)]
                 assert hours_of == [("A", "10:00", value, 5, 3), ("B", "11:00", value, 5, 3),
                                     ("C", "12:00", value, 2, 1)], dimension
+            sellers = [(r["seller_id"], r["hour"].strftime("%H:%M"), r["value"], r["clicks"]) for r in await conn.fetch(
+                "SELECT * FROM seller_audience WHERE dimension = 'via' ORDER BY hour")]
+            assert sellers == [("s", "10:00", "link", 5), ("s", "11:00", "link", 5), ("s", "12:00", "link", 2)]
         finally:
             await conn.close()
     finally:

@@ -336,3 +336,18 @@ async def test_reports_by_audience_dimensions(app: Starlette, client: httpx.Asyn
         stored = await conn.fetchrow("SELECT via, country, device, browser, os, referrer FROM clicks "
                                      "WHERE click_id = $1", scanned)
     assert tuple(stored) == ("qr", "AU", "mobile", "Mobile Safari", "iOS", "direct")
+
+
+async def test_csv_keeps_text_that_looks_like_a_formula_as_text(app: Starlette, client: httpx.AsyncClient,
+                                                                 seller: Maker, product: Maker) -> None:
+    s = await seller()
+    sid = s["seller_id"]
+    code = await new_code(client, sid, (await product(sid))["product_id"], utm_campaign="=1+2", utm_content="-x")
+    await client.get(f"/e/{code}", headers=BUYER)
+    await drain(app)
+    params = {"seller_id": sid, "group_by": "utm_campaign,utm_content"}
+    r = await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS, params=params)
+    assert [(row["utm_campaign"], row["utm_content"]) for row in r.json()["rows"]] == [("=1+2", "-x")]
+    r = await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS, params=params | {"format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert [(row["utm_campaign"], row["utm_content"]) for row in rows] == [("'=1+2", "'-x")]

@@ -192,27 +192,37 @@ _PER_AUDIENCE = f"CROSS JOIN LATERAL (VALUES {_AUDIENCE_PAIRS}) AS a(dimension, 
 
 
 class _Rollup:
-    """A pair of rollup tables (quarter hours, hours) and the key columns they add to (code, time)."""
+    """A pair of rollup tables (quarter hours, hours): counts per owner (a code, or a seller for
+    the seller-wide tables), time bucket and the rollup's keys."""
 
-    def __init__(self, quarters: str, hours: str, keys: tuple[str, ...] = (), per_row: str = "") -> None:
-        self.quarters, self.hours, self.keys, self.per_row = quarters, hours, keys, per_row
+    def __init__(self, quarters: str, hours: str, keys: tuple[str, ...] = (), per_row: str = "",
+                 owner: str = "code") -> None:
+        self.quarters, self.hours, self.keys, self.per_row, self.owner = quarters, hours, keys, per_row, owner
         extra = "".join(f"{k}, " for k in keys)
-        counts = f"seller_id, clicks, valid_clicks, {_COUNTS}"
-        self.into_quarters = f"INSERT INTO {quarters} (code, quarter, {extra}{counts})"
-        self.into_hours = f"INSERT INTO {hours} (code, hour, {extra}{counts})"
-        self.quarter_key = f"(quarter, code{''.join(', ' + k for k in keys)})"
-        self.hour_key = f"(code, hour{''.join(', ' + k for k in keys)})"
+        # a code's rows name its seller (for reports over one seller); a seller's rows are its own
+        per_code = owner == "code"
+        counts = ("seller_id, " if per_code else "") + f"clicks, valid_clicks, {_COUNTS}"
+        self.into_quarters = f"INSERT INTO {quarters} ({owner}, quarter, {extra}{counts})"
+        self.into_hours = f"INSERT INTO {hours} ({owner}, hour, {extra}{counts})"
+        self.quarter_key = f"(quarter, {owner}{''.join(', ' + k for k in keys)})"
+        self.hour_key = f"({owner}, hour{''.join(', ' + k for k in keys)})"
         self.add_to_quarters = f"ON CONFLICT {self.quarter_key} DO UPDATE SET {_add_counts(quarters)}"
         self.add_to_hours = f"ON CONFLICT {self.hour_key} DO UPDATE SET {_add_counts(hours)}"
-        self.group = ", ".join(str(i) for i in range(1, len(keys) + 3))  # code, bucket and the keys
+        replaced = ("seller_id", *_COUNT_COLUMNS) if per_code else _COUNT_COLUMNS
+        self.replace = ", ".join(f"{c} = EXCLUDED.{c}" for c in replaced)
+        self.group = ", ".join(str(i) for i in range(1, len(keys) + 3))  # owner, bucket and the keys
+        self.seller = "min(seller_id), " if per_code else ""
+        self.only = "" if per_code else "WHERE seller_id IS NOT NULL"  # a click on an unknown code has none
+        self.sums = ", ".join([*(["min(seller_id)"] if per_code else []), *(f"sum({c})" for c in _COUNT_COLUMNS)])
 
     def count(self, source: str, bucket: str) -> str:
         """Counts of the clicks in `source` (as s: code, clicked_at, seller_id, reason and the
-        dimensions) per code, bucket and key."""
+        dimensions) per owner, bucket and key."""
         keys = "".join(f"a.{k}, " for k in self.keys)
-        return (f"SELECT s.code, {bucket.format('s.clicked_at')}, {keys}min(s.seller_id), count(*), "
-                f"count(*) FILTER (WHERE s.reason IS NULL), {_REASON_FILTERS} FROM {source} s {self.per_row} "
-                f"GROUP BY {self.group}")
+        only = self.only.replace("seller_id", "s.seller_id")
+        return (f"SELECT s.{self.owner}, {bucket.format('s.clicked_at')}, {keys}{self.seller.replace('(', '(s.')}"
+                f"count(*), count(*) FILTER (WHERE s.reason IS NULL), {_REASON_FILTERS} FROM {source} s "
+                f"{self.per_row} {only} GROUP BY {self.group}")
 
 
 def _add_counts(table: str) -> str:
@@ -222,7 +232,12 @@ def _add_counts(table: str) -> str:
 _REASON_FILTERS = ", ".join(f"count(*) FILTER (WHERE s.reason = '{r}')" for r in REASON_COLUMNS)
 CLICK_ROLLUPS = _Rollup("click_rollups_15m", "click_rollups")
 AUDIENCE_ROLLUPS = _Rollup("click_audience_15m", "click_audience", ("dimension", "value"), _PER_AUDIENCE)
-_ROLLUPS = (CLICK_ROLLUPS, AUDIENCE_ROLLUPS)
+# The same per seller, without the code: a report of one seller by day and a dimension reads a
+# row per hour and value, however many codes the seller has (a big seller's codes times values
+# would be hundreds of thousands of rows a month).
+SELLER_AUDIENCE_ROLLUPS = _Rollup("seller_audience_15m", "seller_audience", ("dimension", "value"), _PER_AUDIENCE,
+                                  owner="seller_id")
+_ROLLUPS = (CLICK_ROLLUPS, AUDIENCE_ROLLUPS, SELLER_AUDIENCE_ROLLUPS)
 # Clicks not stored yet go in; the rollups count exactly those. Safe to repeat.
 _MERGE = f"""
 WITH new AS (
@@ -247,31 +262,34 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-_SUMS = ", ".join(["min(seller_id)", "sum(n)", "coalesce(sum(n) FILTER (WHERE reason IS NULL), 0)",
-                   *(f"coalesce(sum(n) FILTER (WHERE reason = '{r}'), 0)" for r in REASON_COLUMNS)])
+_GIVEN_SUMS = ", ".join(["sum(n)", "coalesce(sum(n) FILTER (WHERE reason IS NULL), 0)",
+                         *(f"coalesce(sum(n) FILTER (WHERE reason = '{r}'), 0)" for r in REASON_COLUMNS)])
 
 
-def _add_rollups(rollup: _Rollup) -> str:
+def _add_rollups(*rollups: _Rollup) -> str:
     """Counts given per (code, quarter hour as 'YYYY-MM-DDTHH:MM' in UTC, seller, reason, then the
-    rollup's keys), added to its quarter-hour and hourly tables."""
-    keys = "".join(f", {k}" for k in rollup.keys)
-    n = len(rollup.keys)
+    rollups' keys), added to each rollup's quarter-hour and hourly tables."""
+    keys = "".join(f", {k}" for k in rollups[0].keys)
+    n = len(rollups[0].keys)
+    parts = []
+    for i, r in enumerate(rollups):
+        sums = f"{r.seller}{_GIVEN_SUMS}"
+        parts.append(f"q{i} AS ({r.into_quarters} SELECT {r.owner}, quarter{keys}, {sums} FROM given {r.only} "
+                     f"GROUP BY {r.group} {r.add_to_quarters})")
+        parts.append(f"h{i} AS ({r.into_hours} SELECT {r.owner}, {_HOUR.format('quarter')}{keys}, {sums} "
+                     f"FROM given {r.only} GROUP BY {r.group} {r.add_to_hours})")
     return f"""
 WITH given AS (
     SELECT code, (quarter || ':00+00:00')::timestamptz AS quarter, seller_id, reason{keys}, n
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], {"".join(f"${5 + i}::text[], " for i in range(n))}
                 ${5 + n}::bigint[]) AS t(code, quarter, seller_id, reason{keys}, n)
-), quarters AS (
-    {rollup.into_quarters} SELECT code, quarter{keys}, {_SUMS} FROM given GROUP BY {rollup.group}
-    {rollup.add_to_quarters}
-)
-{rollup.into_hours} SELECT code, {_HOUR.format("quarter")}{keys}, {_SUMS} FROM given GROUP BY {rollup.group}
-{rollup.add_to_hours}
+), {", ".join(parts)}
+SELECT 1
 """
 
 
 _ADD_CLICK_ROLLUPS = _add_rollups(CLICK_ROLLUPS)
-_ADD_AUDIENCE_ROLLUPS = _add_rollups(AUDIENCE_ROLLUPS)
+_ADD_AUDIENCE_ROLLUPS = _add_rollups(AUDIENCE_ROLLUPS, SELLER_AUDIENCE_ROLLUPS)
 _ESCAPED = re.compile(rb"\\(.?)")  # a lone backslash at the end matches too, and is refused
 _UNESCAPED = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
 
@@ -427,23 +445,36 @@ WITH moves AS (
 UPDATE click_rollups_15m r SET valid_clicks = r.valid_clicks + d.n, "ERR_DUP" = r."ERR_DUP" - d.n
 FROM moves d WHERE r.code = d.code AND r.quarter = d.quarter
 """
-# The same in the audience rollups, per each moved click's (dimension, value) as stored with it.
-_MOVE_AUDIENCE = f"""
+# The same in the audience rollups (per code and per seller), per each moved click's (dimension,
+# value) as stored with it.
+def _move_audience() -> str:
+    updates = []
+    for i, r in enumerate((AUDIENCE_ROLLUPS, SELLER_AUDIENCE_ROLLUPS)):
+        o = r.owner
+        updates.append(f"""h{i} AS (
+    UPDATE {r.hours} r SET valid_clicks = r.valid_clicks + h.n, "ERR_DUP" = r."ERR_DUP" - h.n
+    FROM (SELECT {o}, {_HOUR.format("quarter")} AS hour, dimension, value, sum(n) AS n FROM moves {r.only}
+          GROUP BY 1, 2, 3, 4) AS h
+    WHERE r.{o} = h.{o} AND r.hour = h.hour AND r.dimension = h.dimension AND r.value = h.value
+)""")
+        updates.append(f"""q{i} AS (
+    UPDATE {r.quarters} r SET valid_clicks = r.valid_clicks + d.n, "ERR_DUP" = r."ERR_DUP" - d.n
+    FROM (SELECT {o}, quarter, dimension, value, sum(n) AS n FROM moves {r.only} GROUP BY 1, 2, 3, 4) AS d
+    WHERE r.{o} = d.{o} AND r.quarter = d.quarter AND r.dimension = d.dimension AND r.value = d.value
+)""")
+    return f"""
 WITH moves AS (
-    SELECT s.code, {_QUARTER.format("s.clicked_at")} AS quarter, a.dimension, a.value, sum(m.n) AS n
+    SELECT s.code, s.seller_id, {_QUARTER.format("s.clicked_at")} AS quarter, a.dimension, a.value, sum(m.n) AS n
     FROM unnest($1::text[], $2::timestamptz[], $3::bigint[]) AS m(click_id, clicked_at, n)
     JOIN clicks s ON s.click_id = m.click_id AND s.clicked_at = m.clicked_at
     {_PER_AUDIENCE}
-    GROUP BY 1, 2, 3, 4
-), hours AS (
-    UPDATE click_audience r SET valid_clicks = r.valid_clicks + h.n, "ERR_DUP" = r."ERR_DUP" - h.n
-    FROM (SELECT code, {_HOUR.format("quarter")} AS hour, dimension, value, sum(n) AS n FROM moves GROUP BY 1, 2, 3, 4)
-         AS h
-    WHERE r.code = h.code AND r.hour = h.hour AND r.dimension = h.dimension AND r.value = h.value
-)
-UPDATE click_audience_15m r SET valid_clicks = r.valid_clicks + d.n, "ERR_DUP" = r."ERR_DUP" - d.n
-FROM moves d WHERE r.code = d.code AND r.quarter = d.quarter AND r.dimension = d.dimension AND r.value = d.value
+    GROUP BY 1, 2, 3, 4, 5
+), {", ".join(updates)}
+SELECT 1
 """
+
+
+_MOVE_AUDIENCE = _move_audience()
 
 
 def quarter_of(at: datetime) -> datetime:
@@ -488,9 +519,6 @@ async def write_batch(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...
     return inserted
 
 
-_REPLACE_COUNTS = ", ".join(f"{c} = EXCLUDED.{c}" for c in ("seller_id", *_COUNT_COLUMNS))
-
-
 async def recount_rollups(conn: asyncpg.Connection, since: datetime | None = None) -> None:
     """Count the rollups again from the clicks (after a bulk load that bypassed the writer, or
     writers that ran an older version), from `since` on or over all time.
@@ -506,16 +534,17 @@ async def recount_rollups(conn: asyncpg.Connection, since: datetime | None = Non
              f"WHERE {bounds})"
     args = () if since is None else (since,)
     tables = ", ".join(t for r in _ROLLUPS for t in (r.hours, r.quarters))
-    sums = ", ".join(["min(seller_id)", *(f"sum({c})" for c in _COUNT_COLUMNS)])
     async with conn.transaction():
         await conn.execute(f"LOCK TABLE clicks, {tables} IN SHARE MODE")
         # an audience value no longer among a quarter's clicks must not keep its old count
-        await conn.execute(f"DELETE FROM click_audience_15m a USING (SELECT DISTINCT code, "
-                           f"{_QUARTER.format('clicked_at')} AS quarter FROM {source} k) k "
-                           "WHERE a.code = k.code AND a.quarter = k.quarter", *args)
+        for owned in (AUDIENCE_ROLLUPS, SELLER_AUDIENCE_ROLLUPS):
+            o = owned.owner
+            await conn.execute(f"DELETE FROM {owned.quarters} a USING (SELECT DISTINCT {o}, "
+                               f"{_QUARTER.format('clicked_at')} AS quarter FROM {source} k) k "
+                               f"WHERE a.{o} = k.{o} AND a.quarter = k.quarter", *args)
         for rollup in _ROLLUPS:
             await conn.execute(f"{rollup.into_quarters} {rollup.count(source, _QUARTER)} "
-                               f"ON CONFLICT {rollup.quarter_key} DO UPDATE SET {_REPLACE_COUNTS}", *args)
+                               f"ON CONFLICT {rollup.quarter_key} DO UPDATE SET {rollup.replace}", *args)
             keys = "".join(f", {k}" for k in rollup.keys)
             if since is None:
                 await conn.execute(f"TRUNCATE {rollup.hours}")
@@ -524,8 +553,8 @@ async def recount_rollups(conn: asyncpg.Connection, since: datetime | None = Non
                 await conn.execute(f"DELETE FROM {rollup.hours} WHERE hour >= {_HOUR.format('$1::timestamptz')}",
                                    since)
                 quarters = f"{rollup.quarters} WHERE quarter >= {_HOUR.format('$1::timestamptz')}"
-            await conn.execute(f"{rollup.into_hours} SELECT code, {_HOUR.format('quarter')}{keys}, {sums} "
-                               f"FROM {quarters} GROUP BY {rollup.group}", *args)
+            await conn.execute(f"{rollup.into_hours} SELECT {rollup.owner}, {_HOUR.format('quarter')}{keys}, "
+                               f"{rollup.sums} FROM {quarters} GROUP BY {rollup.group}", *args)
 
 
 async def find_click(conn: asyncpg.Connection, click_id: str, clicked_at: datetime) -> dict[str, Any] | None:

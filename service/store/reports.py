@@ -61,12 +61,13 @@ class _Query:
         return f"GROUP BY {', '.join(items)}" if items else ""
 
     async def fetch(self, conn: asyncpg.Connection, select: str, table: str, condition: str = "",
-                    *extra_group: str) -> list[dict[str, Any]]:
-        """`select` per group from `table` (as f, its code's row as d), within the period and seller."""
+                    *extra_group: str, codes: bool = True) -> list[dict[str, Any]]:
+        """`select` per group from `table` (as f, its code's row as d unless not `codes`), within
+        the period and seller."""
         where = f"{condition} AND {self.where}" if condition else self.where
         sql = f"""
             SELECT {self.columns} {select}
-            FROM {table} f LEFT JOIN codes d ON d.code = f.code
+            FROM {table} f {"LEFT JOIN codes d ON d.code = f.code" if codes else ""}
             WHERE {where}
             {self.group(*extra_group)}
         """
@@ -96,8 +97,12 @@ async def rollup_click_counts(conn: asyncpg.Connection, keys: Sequence[str], sel
     q = _Query(keys, seller_id, start, end, tz, time="at")
     hours, quarters, counted, only = "click_rollups", "click_rollups_15m", ", ".join(_COUNTED), ""
     audience = [k for k in keys if k in AUDIENCE]
+    per_seller = bool(audience) and seller_id is not None and set(keys) <= {"day", *audience}
     if audience:  # the dimension's own rollups, its value under the dimension's name
-        hours, quarters = "click_audience", "click_audience_15m"
+        hours, quarters = ("seller_audience", "seller_audience_15m") if per_seller else \
+            ("click_audience", "click_audience_15m")
+        if per_seller:
+            counted = ", ".join(c for c in _COUNTED if c != "code")
         counted += f", value AS {audience[0]}"
         only = f"dimension = {q.param(audience[0])} AND "
     if cut_hours:
@@ -113,7 +118,7 @@ async def rollup_click_counts(conn: asyncpg.Connection, keys: Sequence[str], sel
     else:
         table = f"(SELECT hour AS at, {counted} FROM {hours} WHERE {only}TRUE)"
     counts = ", ".join(f'coalesce(sum(f."{c}"), 0)::bigint AS "{c}"' for c in ("clicks", "valid_clicks", *REASONS))
-    return await q.fetch(conn, counts, table)
+    return await q.fetch(conn, counts, table, codes=not per_seller)
 
 
 async def cart_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,

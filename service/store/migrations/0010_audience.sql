@@ -42,7 +42,7 @@ CREATE TABLE click_audience (
     "ERR_BOT"       bigint NOT NULL,
     "ERR_DUP"       bigint NOT NULL,
     PRIMARY KEY (code, hour, dimension, value)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX click_audience_seller ON click_audience (seller_id, dimension, hour);
 
 CREATE TABLE click_audience_15m (
@@ -61,11 +61,49 @@ CREATE TABLE click_audience_15m (
     "ERR_BOT"       bigint NOT NULL,
     "ERR_DUP"       bigint NOT NULL,
     PRIMARY KEY (quarter, code, dimension, value)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX click_audience_15m_seller ON click_audience_15m (seller_id, dimension, quarter);
 
+-- The same per seller, without the code: a seller's report by day and one dimension reads a row
+-- per hour and value however many codes it has. Clicks on unknown codes (no seller) are not here.
+-- (fillfactor 70 on all four: a row is counted into again and again within its hour, and room left
+-- on its page lets the update stay there without touching an index.)
+CREATE TABLE seller_audience (
+    seller_id       text NOT NULL,
+    hour            timestamptz NOT NULL,
+    dimension       text NOT NULL,
+    value           text NOT NULL,
+    clicks          bigint NOT NULL,
+    valid_clicks    bigint NOT NULL,
+    "ERR_400"       bigint NOT NULL,
+    "ERR_403"       bigint NOT NULL,
+    "ERR_404"       bigint NOT NULL,
+    "ERR_410"       bigint NOT NULL,
+    "ERR_PREFETCH"  bigint NOT NULL,
+    "ERR_BOT"       bigint NOT NULL,
+    "ERR_DUP"       bigint NOT NULL,
+    PRIMARY KEY (seller_id, dimension, hour, value)
+) WITH (fillfactor = 70);
+
+CREATE TABLE seller_audience_15m (
+    seller_id       text NOT NULL,
+    quarter         timestamptz NOT NULL,
+    dimension       text NOT NULL,
+    value           text NOT NULL,
+    clicks          bigint NOT NULL,
+    valid_clicks    bigint NOT NULL,
+    "ERR_400"       bigint NOT NULL,
+    "ERR_403"       bigint NOT NULL,
+    "ERR_404"       bigint NOT NULL,
+    "ERR_410"       bigint NOT NULL,
+    "ERR_PREFETCH"  bigint NOT NULL,
+    "ERR_BOT"       bigint NOT NULL,
+    "ERR_DUP"       bigint NOT NULL,
+    PRIMARY KEY (seller_id, dimension, quarter, value)
+) WITH (fillfactor = 70);
+
 -- As in 0009: clicks and rollups held still while they are counted into the new tables.
-LOCK TABLE clicks, click_rollups, click_rollups_15m IN SHARE MODE;
+LOCK TABLE clicks, click_rollups, click_rollups_15m, orders, carts IN SHARE MODE;
 
 -- The clicks kept so far, as unknown but for their referrer host and via (every earlier click
 -- was a plain link: the QR code came with this release).
@@ -98,3 +136,25 @@ SELECT code, date_trunc('hour', quarter, 'UTC'), dimension, value, min(seller_id
        sum("ERR_400"), sum("ERR_403"), sum("ERR_404"), sum("ERR_410"), sum("ERR_PREFETCH"), sum("ERR_BOT"),
        sum("ERR_DUP")
 FROM click_audience_15m GROUP BY 1, 2, 3, 4;
+
+INSERT INTO seller_audience_15m
+SELECT seller_id, quarter, dimension, value, sum(clicks), sum(valid_clicks), sum("ERR_400"), sum("ERR_403"),
+       sum("ERR_404"), sum("ERR_410"), sum("ERR_PREFETCH"), sum("ERR_BOT"), sum("ERR_DUP")
+FROM click_audience_15m WHERE seller_id IS NOT NULL GROUP BY 1, 2, 3, 4;
+
+INSERT INTO seller_audience
+SELECT seller_id, hour, dimension, value, sum(clicks), sum(valid_clicks), sum("ERR_400"), sum("ERR_403"),
+       sum("ERR_404"), sum("ERR_410"), sum("ERR_PREFETCH"), sum("ERR_BOT"), sum("ERR_DUP")
+FROM click_audience WHERE seller_id IS NOT NULL GROUP BY 1, 2, 3, 4;
+
+-- Orders and carts so far: unknown like their clicks, but for the referrer host of a click still
+-- kept (as the rollups above have it) and via. Those on no known click keep NULL (never reported
+-- by a dimension: they are not attributed, and carts on no click are not counted).
+UPDATE orders o SET via = 'link', country = 'ZZ', device = 'other', browser = 'Other', os = 'Other',
+    referrer = coalesce((SELECT lower(substring(c.referer from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)'))
+                         FROM clicks c WHERE c.click_id = o.click_id AND c.clicked_at = o.clicked_at), 'direct')
+WHERE o.clicked_at IS NOT NULL;
+UPDATE carts o SET via = 'link', country = 'ZZ', device = 'other', browser = 'Other', os = 'Other',
+    referrer = coalesce((SELECT lower(substring(c.referer from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)'))
+                         FROM clicks c WHERE c.click_id = o.click_id AND c.clicked_at = o.clicked_at), 'direct')
+WHERE o.clicked_at IS NOT NULL;
