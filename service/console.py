@@ -40,6 +40,7 @@ TEMPLATES = jinja2.Environment(
     trim_blocks=True, lstrip_blocks=True,
 )
 PAGE_SIZE = 50
+BREAKDOWN_ROWS = 25
 PRESETS = (("Today", 1), ("7 days", 7), ("30 days", 30), ("90 days", 90))
 DIMENSIONS = {
     "channel": "Channel", "utm_campaign": "Campaign", "code": "Code", "country": "Country", "device": "Device",
@@ -507,6 +508,13 @@ def _series(days: list[str], by_day: Iterable[dict[str, Any]]) -> dict[str, Any]
     return {"days": days, "valid": valid, "invalid": invalid}
 
 
+def _top(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The BREAKDOWN_ROWS groups with the most clicks, and how many more there are (in the CSV):
+    referrers and browsers come from what buyers send, and may be many."""
+    ranked = sorted(rows, key=lambda row: -row["clicks"])
+    return ranked[:BREAKDOWN_ROWS], max(0, len(ranked) - BREAKDOWN_ROWS)
+
+
 @page()
 async def traffic(visit: Visit) -> Response:
     params = visit.request.query_params
@@ -519,7 +527,7 @@ async def traffic(visit: Visit) -> Response:
     try:
         [totals] = await visit.traffic_rows(query | {"group_by": ""})
         by_day = await visit.traffic_rows(query | {"group_by": "day"})
-        breakdowns = [(key, DIMENSIONS.get(key, key), await visit.traffic_rows(query | {"group_by": key}))
+        breakdowns = [(key, DIMENSIONS.get(key, key), *_top(await visit.traffic_rows(query | {"group_by": key})))
                       for key in ("channel", "utm_campaign", "code", *audience())]
     except ApiError as err:
         if err.code != "ERR_422":

@@ -487,6 +487,21 @@ async def test_traffic_shows_the_apis_numbers(
                 r'href="(/console/traffic.csv[^"]*)"', page)
 
 
+async def test_a_long_breakdown_shows_the_groups_with_most_clicks_and_says_how_many_more(
+        app: Starlette, client: httpx.AsyncClient, seller: Maker, product: Maker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from service import console
+
+    sid = await scripted_mix(app, client, seller, product)
+    key = await issue_key(client, sid)
+    monkeypatch.setattr(console, "BREAKDOWN_ROWS", 1)
+    async with signed_in(app, key) as c:
+        page = (await c.get("/console/traffic")).text
+    shown = table_rows(page, "Traffic by campaign")
+    assert list(shown) == ["ig_202405_a"]  # 6 clicks, against tt_202405_b's 5
+    assert "1 more in the CSV" in page
+
+
 async def test_traffic_breaks_down_by_each_audience_dimension_the_reports_know(
         app: Starlette, client: httpx.AsyncClient, seller: Maker, product: Maker) -> None:
     from service.console import audience
