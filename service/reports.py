@@ -112,6 +112,53 @@ def cut_hours(tz: ZoneInfo, first: date, last: date) -> tuple[datetime, ...] | N
     return tuple(sorted({at.replace(minute=0) for at in changes if at.minute}))
 
 
+_QUARTER = timedelta(minutes=15)
+
+
+@functools.lru_cache(maxsize=512)
+def day_plan(tz: ZoneInfo, first: date, last: date) -> sql.DayPlan:
+    """The rollup rows that make the local days `first`..`last` exactly, each with its local day
+    and a sign: for a day of 24 hours at one offset, the click_days row starting on the UTC hour
+    of its midnight, less the quarter hours before its midnight and plus those after its end (a
+    half-hour zone: two each); for any other day (a change of offset), its quarter hours dated one
+    by one as the clicks themselves would be, four of one date making an hourly row. Only for
+    zones whose days begin on UTC quarter hours (cut_hours is not None)."""
+    days: list[tuple[datetime, date]] = []
+    hours: list[tuple[datetime, date, int]] = []
+    quarters: list[tuple[datetime, date, int]] = []
+    rest: list[tuple[datetime, datetime]] = []  # spans of [start, end) left to date quarter by quarter
+    cursor = _day_start(first, tz)
+    for i in range((last - first).days + 1):
+        day = first + timedelta(days=i)
+        start, end = _day_start(day, tz), _day_start(day + timedelta(days=1), tz)
+        regular = end - start == timedelta(hours=24) and datetime.fromtimestamp(start.timestamp(), tz).utcoffset() \
+            == datetime.fromtimestamp(end.timestamp() - 1, tz).utcoffset()
+        if not regular or start < cursor:
+            continue
+        if cursor < start:
+            rest.append((cursor, start))
+        bucket = start.replace(minute=0)
+        days.append((bucket, day))
+        quarters += [(bucket + k * _QUARTER, day, -1) for k in range((start - bucket) // _QUARTER)]
+        quarters += [(bucket + timedelta(hours=24) + k * _QUARTER, day, 1) for k in range((start - bucket) // _QUARTER)]
+        cursor = end
+    if cursor < (stop := _day_start(last + timedelta(days=1), tz)):
+        rest.append((cursor, stop))
+    for span_start, span_end in rest:
+        at = span_start
+        while at < span_end:
+            dated = datetime.fromtimestamp(at.timestamp(), tz).date()
+            whole_hour = at.minute == 0 and at + timedelta(hours=1) <= span_end and all(
+                datetime.fromtimestamp((at + k * _QUARTER).timestamp(), tz).date() == dated for k in range(4))
+            if first <= dated <= last:
+                if whole_hour:
+                    hours.append((at, dated, 1))
+                else:
+                    quarters.append((at, dated, 1))
+            at += timedelta(hours=1) if whole_hour else _QUARTER
+    return sql.DayPlan(tuple(days), tuple(hours), tuple(quarters))
+
+
 def _zone(request: Request) -> ZoneInfo:
     name = request.query_params.get("tz") or "UTC"
     try:
@@ -150,12 +197,15 @@ async def traffic_rows(request: Request) -> tuple[list[str], list[dict[str, Any]
     # Every zone's days begin on UTC quarter hours today: the rollups answer exactly (hourly rows,
     # and quarter-hour rows for the hours a local midnight cuts), also for days whose clicks
     # retention dropped. The clicks themselves only for historic offsets that no rollup fits.
+    # Without an audience key, whole days come from click_days (a row per code and day).
     cuts = cut_hours(tz, first, last)
     async with ctx.pool.acquire() as conn:
         if cuts is None:
             clicks = await sql.click_counts(conn, *args)
-        else:
+        elif set(keys) & set(sql.AUDIENCE):
             clicks = await sql.rollup_click_counts(conn, *args, cut_hours=cuts)
+        else:
+            clicks = await sql.day_rollup_counts(conn, keys, seller_id, day_plan(tz, first, last))
         carts = await sql.cart_counts(conn, *args)
         orders = await sql.order_sums(conn, *args)
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}

@@ -351,3 +351,46 @@ async def test_csv_keeps_text_that_looks_like_a_formula_as_text(app: Starlette, 
     r = await client.get("/v1/reports/traffic", headers=ADMIN_HEADERS, params=params | {"format": "csv"})
     rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert [(row["utm_campaign"], row["utm_content"]) for row in rows] == [("'=1+2", "'-x")]
+
+
+def test_day_plan_reads_a_row_per_day_and_dates_every_quarter_hour_as_the_clicks_would() -> None:
+    from datetime import date, timedelta
+    from zoneinfo import ZoneInfo
+
+    from service.reports import _day_start, day_plan
+
+    utc = day_plan(ZoneInfo("UTC"), date(2025, 3, 1), date(2025, 3, 30))
+    assert len(utc.days) == 30 and not utc.hours and not utc.quarters
+    kolkata = day_plan(ZoneInfo("Asia/Kolkata"), date(2025, 3, 1), date(2025, 3, 1))
+    assert [(at.isoformat(), sign) for at, _, sign in kolkata.quarters] == [
+        ("2025-02-28T18:00:00+00:00", -1), ("2025-02-28T18:15:00+00:00", -1),
+        ("2025-03-01T18:00:00+00:00", 1), ("2025-03-01T18:15:00+00:00", 1)]
+    assert [at.isoformat() for at, _ in kolkata.days] == ["2025-02-28T18:00:00+00:00"]
+    # every quarter hour counts once, in its own local day, exactly when that day is asked for:
+    # through DST changes both ways, in whole-, half- and quarter-hour zones
+    for name, first, last in (("America/New_York", date(2025, 3, 7), date(2025, 3, 10)),
+                              ("America/New_York", date(2025, 11, 1), date(2025, 11, 3)),
+                              ("Australia/Lord_Howe", date(2025, 4, 5), date(2025, 4, 7)),
+                              ("America/St_Johns", date(2025, 3, 8), date(2025, 3, 10)),
+                              ("Asia/Kathmandu", date(2025, 3, 8), date(2025, 3, 9))):
+        tz = ZoneInfo(name)
+        plan = day_plan(tz, first, last)
+        counted: dict[datetime, list[tuple[date, int]]] = {}
+        for at, day in plan.days:
+            for k in range(96):
+                counted.setdefault(at + k * timedelta(minutes=15), []).append((day, 1))
+        for at, day, sign in plan.hours:
+            for k in range(4):
+                counted.setdefault(at + k * timedelta(minutes=15), []).append((day, sign))
+        for at, day, sign in plan.quarters:
+            counted.setdefault(at, []).append((day, sign))
+        start, end = _day_start(first, tz), _day_start(last + timedelta(days=1), tz)
+        at = start - timedelta(days=2)
+        while at < end + timedelta(days=2):
+            net: dict[date, int] = {}
+            for day, sign in counted.get(at, []):
+                net[day] = net.get(day, 0) + sign
+            local = datetime.fromtimestamp(at.timestamp(), tz).date()
+            expected = {local: 1} if start <= at < end and first <= local <= last else {}
+            assert {d: n for d, n in net.items() if n} == expected, (name, at)
+            at += timedelta(minutes=15)

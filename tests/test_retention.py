@@ -198,6 +198,14 @@ async def test_reports_over_dropped_days_stay_exact_in_every_zone(own: Own) -> N
             differ = await conn.fetchval(f"SELECT count(*) FROM (({counted} EXCEPT {kept}) UNION ALL "
                                          f"({kept} EXCEPT {counted})) AS d")
             assert differ == 0, table
+        # and the days of 24 hours, one starting on every UTC hour
+        counted = """
+            SELECT date_trunc('day', clicked_at - make_interval(hours => a), 'UTC') + make_interval(hours => a), code,
+                   count(*), count(*) FILTER (WHERE reason IS NULL), count(*) FILTER (WHERE reason = 'ERR_DUP')
+            FROM clicks CROSS JOIN generate_series(0, 23) AS a GROUP BY 1, 2"""
+        kept = 'SELECT day_start, code, clicks, valid_clicks, "ERR_DUP" FROM click_days'
+        assert await conn.fetchval(f"SELECT count(*) FROM (({counted} EXCEPT {kept}) UNION ALL "
+                                   f"({kept} EXCEPT {counted})) AS d") == 0
 
     before: dict[Any, list[dict[str, Any]]] = {}
     for tz in ZONES:

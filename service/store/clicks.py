@@ -238,6 +238,12 @@ AUDIENCE_ROLLUPS = _Rollup("click_audience_15m", "click_audience", ("dimension",
 SELLER_AUDIENCE_ROLLUPS = _Rollup("seller_audience_15m", "seller_audience", ("dimension", "value"), _PER_AUDIENCE,
                                   owner="seller_id")
 _ROLLUPS = (CLICK_ROLLUPS, AUDIENCE_ROLLUPS, SELLER_AUDIENCE_ROLLUPS)
+# The 24 days (24 hours each, one starting on each UTC hour) that hold a time, with `_EVERY_HOUR`
+# in the FROM clause: click_days (migration 0011) counts each click in all of them.
+_DAY = "date_trunc('day', {0} - make_interval(hours => a), 'UTC') + make_interval(hours => a)"
+_EVERY_HOUR = "CROSS JOIN generate_series(0, 23) AS a"
+_INTO_DAYS = f"INSERT INTO click_days (day_start, code, seller_id, clicks, valid_clicks, {_COUNTS})"
+_ADD_TO_DAYS = f"ON CONFLICT (day_start, code) DO UPDATE SET {_add_counts('click_days')}"
 # Clicks not stored yet go in; the rollups count exactly those. Safe to repeat.
 _MERGE = f"""
 WITH new AS (
@@ -245,7 +251,10 @@ WITH new AS (
     RETURNING code, clicked_at, seller_id, reason, referer, {", ".join(DIMENSIONS)}
 ), {", ".join(f'''
 q{i} AS ({r.into_quarters} {r.count("new", _QUARTER)} {r.add_to_quarters}),
-h{i} AS ({r.into_hours} {r.count("new", _HOUR)} {r.add_to_hours})''' for i, r in enumerate(_ROLLUPS))}
+h{i} AS ({r.into_hours} {r.count("new", _HOUR)} {r.add_to_hours})''' for i, r in enumerate(_ROLLUPS))},
+days AS ({_INTO_DAYS} SELECT {_DAY.format("s.clicked_at")}, s.code, min(s.seller_id), count(*),
+         count(*) FILTER (WHERE s.reason IS NULL), {_REASON_FILTERS} FROM new s {_EVERY_HOUR} GROUP BY 1, 2
+         {_ADD_TO_DAYS})
 SELECT count(*) FROM new
 """
 
@@ -266,9 +275,10 @@ _GIVEN_SUMS = ", ".join(["sum(n)", "coalesce(sum(n) FILTER (WHERE reason IS NULL
                          *(f"coalesce(sum(n) FILTER (WHERE reason = '{r}'), 0)" for r in REASON_COLUMNS)])
 
 
-def _add_rollups(*rollups: _Rollup) -> str:
+def _add_rollups(*rollups: _Rollup, days: bool = False) -> str:
     """Counts given per (code, quarter hour as 'YYYY-MM-DDTHH:MM' in UTC, seller, reason, then the
-    rollups' keys), added to each rollup's quarter-hour and hourly tables."""
+    rollups' keys), added to each rollup's quarter-hour and hourly tables (and with `days`, to
+    click_days)."""
     keys = "".join(f", {k}" for k in rollups[0].keys)
     n = len(rollups[0].keys)
     parts = []
@@ -278,6 +288,9 @@ def _add_rollups(*rollups: _Rollup) -> str:
                      f"GROUP BY {r.group} {r.add_to_quarters})")
         parts.append(f"h{i} AS ({r.into_hours} SELECT {r.owner}, {_HOUR.format('quarter')}{keys}, {sums} "
                      f"FROM given {r.only} GROUP BY {r.group} {r.add_to_hours})")
+    if days:
+        parts.append(f"days AS ({_INTO_DAYS} SELECT {_DAY.format('quarter')}, code, min(seller_id), {_GIVEN_SUMS} "
+                     f"FROM given {_EVERY_HOUR} GROUP BY 1, 2 {_ADD_TO_DAYS})")
     return f"""
 WITH given AS (
     SELECT code, (quarter || ':00+00:00')::timestamptz AS quarter, seller_id, reason{keys}, n
@@ -288,7 +301,7 @@ SELECT 1
 """
 
 
-_ADD_CLICK_ROLLUPS = _add_rollups(CLICK_ROLLUPS)
+_ADD_CLICK_ROLLUPS = _add_rollups(CLICK_ROLLUPS, days=True)
 _ADD_AUDIENCE_ROLLUPS = _add_rollups(AUDIENCE_ROLLUPS, SELLER_AUDIENCE_ROLLUPS)
 _ESCAPED = re.compile(rb"\\(.?)")  # a lone backslash at the end matches too, and is refused
 _UNESCAPED = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
@@ -441,10 +454,16 @@ WITH moves AS (
     UPDATE click_rollups r SET valid_clicks = r.valid_clicks + h.n, "ERR_DUP" = r."ERR_DUP" - h.n
     FROM (SELECT code, {_HOUR.format("quarter")} AS hour, sum(n) AS n FROM moves GROUP BY 1, 2) AS h
     WHERE r.code = h.code AND r.hour = h.hour
+), days AS (
+    UPDATE click_days r SET valid_clicks = r.valid_clicks + h.n, "ERR_DUP" = r."ERR_DUP" - h.n
+    FROM (SELECT code, {_DAY.format("quarter")} AS day_start, sum(n) AS n FROM moves {_EVERY_HOUR} GROUP BY 1, 2) AS h
+    WHERE r.code = h.code AND r.day_start = h.day_start
 )
 UPDATE click_rollups_15m r SET valid_clicks = r.valid_clicks + d.n, "ERR_DUP" = r."ERR_DUP" - d.n
 FROM moves d WHERE r.code = d.code AND r.quarter = d.quarter
 """
+
+
 # The same in the audience rollups (per code and per seller), per each moved click's (dimension,
 # value) as stored with it.
 def _move_audience() -> str:
@@ -533,7 +552,7 @@ async def recount_rollups(conn: asyncpg.Connection, since: datetime | None = Non
     source = f"(SELECT code, clicked_at, seller_id, reason, referer, {', '.join(DIMENSIONS)} FROM clicks " \
              f"WHERE {bounds})"
     args = () if since is None else (since,)
-    tables = ", ".join(t for r in _ROLLUPS for t in (r.hours, r.quarters))
+    tables = ", ".join([*(t for r in _ROLLUPS for t in (r.hours, r.quarters)), "click_days"])
     async with conn.transaction():
         await conn.execute(f"LOCK TABLE clicks, {tables} IN SHARE MODE")
         # an audience value no longer among a quarter's clicks must not keep its old count
@@ -555,6 +574,16 @@ async def recount_rollups(conn: asyncpg.Connection, since: datetime | None = Non
                 quarters = f"{rollup.quarters} WHERE quarter >= {_HOUR.format('$1::timestamptz')}"
             await conn.execute(f"{rollup.into_hours} SELECT {rollup.owner}, {_HOUR.format('quarter')}{keys}, "
                                f"{rollup.sums} FROM {quarters} GROUP BY {rollup.group}", *args)
+        # the days that hold a recounted quarter: those starting from 23 hours before its hour on
+        lower = None if since is None else since.replace(minute=0) - timedelta(hours=23)
+        if lower is None:
+            await conn.execute("TRUNCATE click_days")
+        else:
+            await conn.execute("DELETE FROM click_days WHERE day_start >= $1", lower)
+        await conn.execute(
+            f"{_INTO_DAYS} SELECT * FROM (SELECT {_DAY.format('quarter')} AS day_start, code, {CLICK_ROLLUPS.sums} "
+            f"FROM click_rollups_15m {_EVERY_HOUR} {'' if lower is None else 'WHERE quarter >= $1'} GROUP BY 1, 2) d "
+            f"{'' if lower is None else 'WHERE day_start >= $1'}", *(() if lower is None else (lower,)))
 
 
 async def find_click(conn: asyncpg.Connection, click_id: str, clicked_at: datetime) -> dict[str, Any] | None:

@@ -7,7 +7,8 @@ assembled only from these names; every value travels as a parameter.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -119,6 +120,51 @@ async def rollup_click_counts(conn: asyncpg.Connection, keys: Sequence[str], sel
         table = f"(SELECT hour AS at, {counted} FROM {hours} WHERE {only}TRUE)"
     counts = ", ".join(f'coalesce(sum(f."{c}"), 0)::bigint AS "{c}"' for c in ("clicks", "valid_clicks", *REASONS))
     return await q.fetch(conn, counts, table, codes=not per_seller)
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """Rollup rows to read for a report's local days (service/reports.py day_plan): click_days
+    rows (day start, local day), and hourly and quarter-hour rows (start, local day, sign)."""
+
+    days: tuple[tuple[datetime, date], ...]
+    hours: tuple[tuple[datetime, date, int], ...]
+    quarters: tuple[tuple[datetime, date, int], ...]
+
+
+async def day_rollup_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
+                            plan: DayPlan) -> list[dict[str, Any]]:
+    """Click counts per group from the rollup rows of `plan`, each row counted into its local day
+    with its sign: a 30-day report reads about 30 rows per code."""
+    args: list[Any] = []
+
+    def param(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    seller = f" AND f.seller_id = {param(seller_id)}" if seller_id is not None else ""
+    counted = ", ".join(f'f."{c}"' for c in ("clicks", "valid_clicks", *REASONS))
+    parts = []
+    for table, column, rows in (("click_days", "day_start", [(*r, 1) for r in plan.days]),
+                                ("click_rollups", "hour", plan.hours), ("click_rollups_15m", "quarter", plan.quarters)):
+        if rows:
+            at, day, sign = (param(list(column_)) for column_ in zip(*rows, strict=True))
+            parts.append(f"SELECT b.local_day, b.sign, f.code, {counted} "
+                         f"FROM unnest({at}::timestamptz[], {day}::date[], {sign}::int[]) AS b(at, local_day, sign) "
+                         f"JOIN {table} f ON f.{column} = b.at{seller}")
+    if not parts:
+        return []
+    columns = "".join(f"{'f.local_day' if k == 'day' else KEYS[k]} AS {k}, " for k in keys)
+    sums = ", ".join(f'coalesce(sum(f.sign * f."{c}"), 0)::bigint AS "{c}"'
+                     for c in ("clicks", "valid_clicks", *REASONS))
+    group = f"GROUP BY {', '.join(str(i) for i in range(1, len(keys) + 1))}" if keys else ""
+    sql = f"""
+        SELECT {columns} {sums}
+        FROM ({" UNION ALL ".join(parts)}) f LEFT JOIN codes d ON d.code = f.code
+        {group}
+    """
+    # a group whose rows cancel out (counted in a day, taken off its quarters) had no click
+    return [dict(r) for r in await conn.fetch(sql, *args) if r["clicks"]]
 
 
 async def cart_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
