@@ -136,7 +136,8 @@ async def rollup_sizes() -> None:
     conn = await asyncpg.connect(URL)
     try:
         n_clicks = await conn.fetchval("SELECT count(*) FROM clicks")
-        for table in ("clicks", "click_rollups", "click_rollups_15m", "click_audience", "click_audience_15m"):
+        for table in ("clicks", "click_rollups", "click_rollups_15m", "click_days", "seller_audience",
+                      "seller_audience_15m"):
             rows = await conn.fetchval(f"SELECT count(*) FROM {table}")
             size = int(await conn.fetchval(
                 "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.oid = $1::regclass "

@@ -338,6 +338,8 @@ def demo_steps(public_url: str, code_url: str, key: str, mcode: str) -> str:
         "# 4. The seller's report (with its key): the instagram row counts the order, paid, and its",
         '#    commission {"USD": "1.60"} (one order more each time these steps run).',
         f"curl -s -H 'Authorization: Bearer {key}' {report} | python3 -m json.tool",
+        "",
+        f"# 5. The same in a browser: open {base}/console and sign in with the seller key above.",
     ])
 
 

@@ -197,13 +197,15 @@ async def traffic_rows(request: Request) -> tuple[list[str], list[dict[str, Any]
     # Every zone's days begin on UTC quarter hours today: the rollups answer exactly (hourly rows,
     # and quarter-hour rows for the hours a local midnight cuts), also for days whose clicks
     # retention dropped. The clicks themselves only for historic offsets that no rollup fits.
-    # Without an audience key, whole days come from click_days (a row per code and day).
+    # Without an audience key, whole days come from click_days (a row per code and day); a
+    # dimension by day from the seller audience rollups; a dimension with code keys from the clicks.
     cuts = cut_hours(tz, first, last)
+    audience = bool(set(keys) & set(sql.AUDIENCE))
     async with ctx.pool.acquire() as conn:
-        if cuts is None:
+        if cuts is None or (audience and not sql.from_audience_rollups(keys)):
             clicks = await sql.click_counts(conn, *args)
-        elif set(keys) & set(sql.AUDIENCE):
-            clicks = await sql.rollup_click_counts(conn, *args, cut_hours=cuts)
+        elif audience:
+            clicks = await sql.audience_click_counts(conn, *args, cut_hours=cuts)
         else:
             clicks = await sql.day_rollup_counts(conn, keys, seller_id, day_plan(tz, first, last))
         carts = await sql.cart_counts(conn, *args)

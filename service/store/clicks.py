@@ -178,7 +178,7 @@ _COUNTS = ", ".join(f'"{r}"' for r in REASON_COLUMNS)
 _COUNT_COLUMNS = ("clicks", "valid_clicks", *(f'"{r}"' for r in REASON_COLUMNS))
 # Click counts are kept by the writer, in the transaction that stores the clicks, per code and UTC
 # hour (click_rollups) and per code and quarter hour (click_rollups_15m, migration 0009); and the
-# same again per audience dimension and value (click_audience, click_audience_15m, migration 0010).
+# same again per seller, audience dimension and value (seller_audience(_15m), migration 0010).
 # An hourly row is always the sum of its hour's quarter rows.
 _QUARTER = "date_bin('15 minutes', {0}, timestamptz '2000-01-01 00:00:00+00')"
 _HOUR = "date_trunc('hour', {0}, 'UTC')"
@@ -231,13 +231,13 @@ def _add_counts(table: str) -> str:
 
 _REASON_FILTERS = ", ".join(f"count(*) FILTER (WHERE s.reason = '{r}')" for r in REASON_COLUMNS)
 CLICK_ROLLUPS = _Rollup("click_rollups_15m", "click_rollups")
-AUDIENCE_ROLLUPS = _Rollup("click_audience_15m", "click_audience", ("dimension", "value"), _PER_AUDIENCE)
-# The same per seller, without the code: a report of one seller by day and a dimension reads a
-# row per hour and value, however many codes the seller has (a big seller's codes times values
-# would be hundreds of thousands of rows a month).
+# Audience counts per seller, not per code: a seller's report by day and a dimension reads a row
+# per hour and value however many codes it has. Per code they would cost more rows than the clicks
+# themselves (a code has about one click per quarter hour in the 10M bench, and each click six
+# dimensions); reports that combine a dimension with code keys read the clicks instead.
 SELLER_AUDIENCE_ROLLUPS = _Rollup("seller_audience_15m", "seller_audience", ("dimension", "value"), _PER_AUDIENCE,
                                   owner="seller_id")
-_ROLLUPS = (CLICK_ROLLUPS, AUDIENCE_ROLLUPS, SELLER_AUDIENCE_ROLLUPS)
+_ROLLUPS = (CLICK_ROLLUPS, SELLER_AUDIENCE_ROLLUPS)
 # The 24 days (24 hours each, one starting on each UTC hour) that hold a time, with `_EVERY_HOUR`
 # in the FROM clause: click_days (migration 0011) counts each click in all of them.
 _DAY = "date_trunc('day', {0} - make_interval(hours => a), 'UTC') + make_interval(hours => a)"
@@ -302,7 +302,7 @@ SELECT 1
 
 
 _ADD_CLICK_ROLLUPS = _add_rollups(CLICK_ROLLUPS, days=True)
-_ADD_AUDIENCE_ROLLUPS = _add_rollups(AUDIENCE_ROLLUPS, SELLER_AUDIENCE_ROLLUPS)
+_ADD_AUDIENCE_ROLLUPS = _add_rollups(SELLER_AUDIENCE_ROLLUPS)
 _ESCAPED = re.compile(rb"\\(.?)")  # a lone backslash at the end matches too, and is refused
 _UNESCAPED = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
 
@@ -363,7 +363,7 @@ def rollup_counts(rows: Sequence[bytes], columns: Sequence[str],
         clicks[tuple(key)] += n
         if judged is not None:
             for dimension, value in zip(dimensions, judged, strict=True):
-                pairs[(*key, dimension, value)] += n
+                pairs[(b"\\N", *key[1:], dimension, value)] += n  # per seller: the code is not kept
     try:
         return _columns(clicks), (_columns(pairs) if values else None)
     except ValueError:
@@ -464,11 +464,11 @@ FROM moves d WHERE r.code = d.code AND r.quarter = d.quarter
 """
 
 
-# The same in the audience rollups (per code and per seller), per each moved click's (dimension,
+# The same in the seller audience rollups, per each moved click's (dimension,
 # value) as stored with it.
 def _move_audience() -> str:
     updates = []
-    for i, r in enumerate((AUDIENCE_ROLLUPS, SELLER_AUDIENCE_ROLLUPS)):
+    for i, r in enumerate((SELLER_AUDIENCE_ROLLUPS,)):
         o = r.owner
         updates.append(f"""h{i} AS (
     UPDATE {r.hours} r SET valid_clicks = r.valid_clicks + h.n, "ERR_DUP" = r."ERR_DUP" - h.n
@@ -556,7 +556,7 @@ async def recount_rollups(conn: asyncpg.Connection, since: datetime | None = Non
     async with conn.transaction():
         await conn.execute(f"LOCK TABLE clicks, {tables} IN SHARE MODE")
         # an audience value no longer among a quarter's clicks must not keep its old count
-        for owned in (AUDIENCE_ROLLUPS, SELLER_AUDIENCE_ROLLUPS):
+        for owned in (SELLER_AUDIENCE_ROLLUPS,):
             o = owned.owner
             await conn.execute(f"DELETE FROM {owned.quarters} a USING (SELECT DISTINCT {o}, "
                                f"{_QUARTER.format('clicked_at')} AS quarter FROM {source} k) k "

@@ -77,8 +77,9 @@ class _Query:
 
 async def click_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
                        start: datetime, end: datetime, tz: str) -> list[dict[str, Any]]:
-    """From the clicks themselves, for days whose bounds no rollup lines up with (see
-    rollup_click_counts): exact only where the clicks are still kept (retention drops them)."""
+    """From the clicks themselves, for days whose bounds no rollup lines up with (see day_plan),
+    and for an audience dimension with code keys: exact only where the clicks are still kept
+    (retention drops them)."""
     q = _Query(keys, seller_id, start, end, tz)
     reasons = ", ".join(f"count(*) FILTER (WHERE f.reason = '{r}') AS \"{r}\"" for r in REASONS)
     counts = f"count(*) AS clicks, count(*) FILTER (WHERE f.reason IS NULL) AS valid_clicks, {reasons}"
@@ -88,38 +89,39 @@ async def click_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id:
 _COUNTED = ("code", "seller_id", "clicks", "valid_clicks", *(f'"{r}"' for r in REASONS))
 
 
-async def rollup_click_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
-                              start: datetime, end: datetime, tz: str,
-                              cut_hours: Sequence[datetime] = ()) -> list[dict[str, Any]]:
-    """From the rollups, exact in any time zone whose days begin on UTC quarter hours: hourly
-    rows for the hours within one local day, quarter-hour rows for `cut_hours`, the UTC hours
-    that a day's start cuts (every hour holding a day start, `start` or `end` off the hour).
-    Rollups outlive the clicks, so days that retention dropped are counted too."""
+def from_audience_rollups(keys: Sequence[str]) -> bool:
+    """Whether audience_click_counts answers this grouping: `day` and one dimension at most (the
+    audience rollups are per seller; with code keys the clicks themselves are read)."""
+    return set(keys) <= {"day", *AUDIENCE} and len(set(keys) & set(AUDIENCE)) == 1
+
+
+async def audience_click_counts(conn: asyncpg.Connection, keys: Sequence[str], seller_id: str | None,
+                                start: datetime, end: datetime, tz: str,
+                                cut_hours: Sequence[datetime] = ()) -> list[dict[str, Any]]:
+    """From the seller audience rollups (see from_audience_rollups), exact in any time zone whose
+    days begin on UTC quarter hours: hourly rows for the hours within one local day, quarter-hour
+    rows for `cut_hours`, the UTC hours that a day's start cuts (every hour holding a day start,
+    `start` or `end` off the hour). Rollups outlive the clicks, so days that retention dropped
+    are counted too. Clicks on unknown codes (no seller) are not among them."""
     q = _Query(keys, seller_id, start, end, tz, time="at")
-    hours, quarters, counted, only = "click_rollups", "click_rollups_15m", ", ".join(_COUNTED), ""
-    audience = [k for k in keys if k in AUDIENCE]
-    per_seller = bool(audience) and seller_id is not None and set(keys) <= {"day", *audience}
-    if audience:  # the dimension's own rollups, its value under the dimension's name
-        hours, quarters = ("seller_audience", "seller_audience_15m") if per_seller else \
-            ("click_audience", "click_audience_15m")
-        if per_seller:
-            counted = ", ".join(c for c in _COUNTED if c != "code")
-        counted += f", value AS {audience[0]}"
-        only = f"dimension = {q.param(audience[0])} AND "
+    [dimension] = [k for k in keys if k in AUDIENCE]
+    counted = ", ".join([c for c in _COUNTED if c != "code"] + [f"value AS {dimension}"])
+    only = f"dimension = {q.param(dimension)}"
     if cut_hours:
         cuts = q.param(list(cut_hours))
         # the quarters themselves, so that the index finds each one (a range join per hour would
         # have the planner read every quarter row of the period and filter)
         cut_quarters = q.param([hour + timedelta(minutes=m) for hour in cut_hours for m in (0, 15, 30, 45)])
         table = f"""(
-            SELECT hour AS at, {counted} FROM {hours} WHERE {only}hour <> ALL({cuts}::timestamptz[])
+            SELECT hour AS at, {counted} FROM seller_audience WHERE {only} AND hour <> ALL({cuts}::timestamptz[])
             UNION ALL
-            SELECT quarter AS at, {counted} FROM {quarters} WHERE {only}quarter = ANY({cut_quarters}::timestamptz[])
+            SELECT quarter AS at, {counted} FROM seller_audience_15m
+            WHERE {only} AND quarter = ANY({cut_quarters}::timestamptz[])
         )"""
     else:
-        table = f"(SELECT hour AS at, {counted} FROM {hours} WHERE {only}TRUE)"
+        table = f"(SELECT hour AS at, {counted} FROM seller_audience WHERE {only})"
     counts = ", ".join(f'coalesce(sum(f."{c}"), 0)::bigint AS "{c}"' for c in ("clicks", "valid_clicks", *REASONS))
-    return await q.fetch(conn, counts, table, codes=not per_seller)
+    return await q.fetch(conn, counts, table, codes=False)
 
 
 @dataclass(frozen=True)

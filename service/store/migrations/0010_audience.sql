@@ -24,50 +24,13 @@ ALTER TABLE carts
 CREATE INDEX orders_without_audience ON orders (clicked_at) WHERE via IS NULL AND clicked_at IS NOT NULL;
 CREATE INDEX carts_without_audience ON carts (clicked_at) WHERE via IS NULL AND clicked_at IS NOT NULL;
 
--- Counts per code, bucket and one (dimension, value): the same buckets and counts as
--- click_rollups (hourly) and click_rollups_15m (quarter hours), for the same reasons.
-CREATE TABLE click_audience (
-    code            text NOT NULL,
-    hour            timestamptz NOT NULL,
-    dimension       text NOT NULL,
-    value           text NOT NULL,
-    seller_id       text,
-    clicks          bigint NOT NULL,
-    valid_clicks    bigint NOT NULL,
-    "ERR_400"       bigint NOT NULL,
-    "ERR_403"       bigint NOT NULL,
-    "ERR_404"       bigint NOT NULL,
-    "ERR_410"       bigint NOT NULL,
-    "ERR_PREFETCH"  bigint NOT NULL,
-    "ERR_BOT"       bigint NOT NULL,
-    "ERR_DUP"       bigint NOT NULL,
-    PRIMARY KEY (code, hour, dimension, value)
-) WITH (fillfactor = 70);
-CREATE INDEX click_audience_seller ON click_audience (seller_id, dimension, hour);
-
-CREATE TABLE click_audience_15m (
-    code            text NOT NULL,
-    quarter         timestamptz NOT NULL,
-    dimension       text NOT NULL,
-    value           text NOT NULL,
-    seller_id       text,
-    clicks          bigint NOT NULL,
-    valid_clicks    bigint NOT NULL,
-    "ERR_400"       bigint NOT NULL,
-    "ERR_403"       bigint NOT NULL,
-    "ERR_404"       bigint NOT NULL,
-    "ERR_410"       bigint NOT NULL,
-    "ERR_PREFETCH"  bigint NOT NULL,
-    "ERR_BOT"       bigint NOT NULL,
-    "ERR_DUP"       bigint NOT NULL,
-    PRIMARY KEY (quarter, code, dimension, value)
-) WITH (fillfactor = 70);
-CREATE INDEX click_audience_15m_seller ON click_audience_15m (seller_id, dimension, quarter);
-
--- The same per seller, without the code: a seller's report by day and one dimension reads a row
--- per hour and value however many codes it has. Clicks on unknown codes (no seller) are not here.
--- (fillfactor 70 on all four: a row is counted into again and again within its hour, and room left
--- on its page lets the update stay there without touching an index.)
+-- Counts per seller, bucket and one (dimension, value): the same buckets and counts as
+-- click_rollups (hourly) and click_rollups_15m (quarter hours), for the same reasons. Per seller,
+-- not per code: a seller's report by day and one dimension reads a row per hour and value however
+-- many codes it has; per code they would cost more rows than the clicks (codes are many, and most
+-- have a click or so per quarter hour). Clicks on unknown codes (no seller) are not here.
+-- (fillfactor 70: a row is counted into again and again within its hour, and room left on its
+-- page lets the update stay there without touching an index.)
 CREATE TABLE seller_audience (
     seller_id       text NOT NULL,
     hour            timestamptz NOT NULL,
@@ -107,9 +70,9 @@ LOCK TABLE clicks, click_rollups, click_rollups_15m, orders, carts IN SHARE MODE
 
 -- The clicks kept so far, as unknown but for their referrer host and via (every earlier click
 -- was a plain link: the QR code came with this release).
-INSERT INTO click_audience_15m
-SELECT code, date_bin('15 minutes', clicked_at, timestamptz '2000-01-01 00:00:00+00'), a.dimension, a.value,
-       min(seller_id), count(*), count(*) FILTER (WHERE reason IS NULL),
+INSERT INTO seller_audience_15m
+SELECT seller_id, date_bin('15 minutes', clicked_at, timestamptz '2000-01-01 00:00:00+00'), a.dimension, a.value,
+       count(*), count(*) FILTER (WHERE reason IS NULL),
        count(*) FILTER (WHERE reason = 'ERR_400'), count(*) FILTER (WHERE reason = 'ERR_403'),
        count(*) FILTER (WHERE reason = 'ERR_404'), count(*) FILTER (WHERE reason = 'ERR_410'),
        count(*) FILTER (WHERE reason = 'ERR_PREFETCH'), count(*) FILTER (WHERE reason = 'ERR_BOT'),
@@ -120,32 +83,36 @@ CROSS JOIN LATERAL (VALUES
     ('referrer', coalesce(lower(substring(referer from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:]+)')),
                           'direct'))
 ) AS a(dimension, value)
+WHERE seller_id IS NOT NULL
 GROUP BY 1, 2, 3, 4;
 
 -- Counted quarter hours whose clicks retention already dropped: every dimension unknown.
-INSERT INTO click_audience_15m
-SELECT r.code, r.quarter, a.dimension, a.value, r.seller_id, r.clicks, r.valid_clicks, r."ERR_400", r."ERR_403",
-       r."ERR_404", r."ERR_410", r."ERR_PREFETCH", r."ERR_BOT", r."ERR_DUP"
+INSERT INTO seller_audience_15m
+SELECT r.seller_id, r.quarter, a.dimension, a.value, sum(r.clicks), sum(r.valid_clicks), sum(r."ERR_400"),
+       sum(r."ERR_403"), sum(r."ERR_404"), sum(r."ERR_410"), sum(r."ERR_PREFETCH"), sum(r."ERR_BOT"), sum(r."ERR_DUP")
 FROM click_rollups_15m r
+LEFT JOIN (SELECT DISTINCT code, date_bin('15 minutes', clicked_at, timestamptz '2000-01-01 00:00:00+00') AS quarter
+           FROM clicks) AS kept ON kept.code = r.code AND kept.quarter = r.quarter
 CROSS JOIN LATERAL (VALUES ('via', 'link'), ('country', 'ZZ'), ('device', 'other'), ('browser', 'Other'),
                            ('os', 'Other'), ('referrer', 'direct')) AS a(dimension, value)
-WHERE NOT EXISTS (SELECT FROM click_audience_15m x WHERE x.quarter = r.quarter AND x.code = r.code);
-
-INSERT INTO click_audience
-SELECT code, date_trunc('hour', quarter, 'UTC'), dimension, value, min(seller_id), sum(clicks), sum(valid_clicks),
-       sum("ERR_400"), sum("ERR_403"), sum("ERR_404"), sum("ERR_410"), sum("ERR_PREFETCH"), sum("ERR_BOT"),
-       sum("ERR_DUP")
-FROM click_audience_15m GROUP BY 1, 2, 3, 4;
-
-INSERT INTO seller_audience_15m
-SELECT seller_id, quarter, dimension, value, sum(clicks), sum(valid_clicks), sum("ERR_400"), sum("ERR_403"),
-       sum("ERR_404"), sum("ERR_410"), sum("ERR_PREFETCH"), sum("ERR_BOT"), sum("ERR_DUP")
-FROM click_audience_15m WHERE seller_id IS NOT NULL GROUP BY 1, 2, 3, 4;
+WHERE r.seller_id IS NOT NULL AND kept.code IS NULL
+GROUP BY 1, 2, 3, 4
+ON CONFLICT (seller_id, dimension, quarter, value) DO UPDATE SET
+    clicks = seller_audience_15m.clicks + EXCLUDED.clicks,
+    valid_clicks = seller_audience_15m.valid_clicks + EXCLUDED.valid_clicks,
+    "ERR_400" = seller_audience_15m."ERR_400" + EXCLUDED."ERR_400",
+    "ERR_403" = seller_audience_15m."ERR_403" + EXCLUDED."ERR_403",
+    "ERR_404" = seller_audience_15m."ERR_404" + EXCLUDED."ERR_404",
+    "ERR_410" = seller_audience_15m."ERR_410" + EXCLUDED."ERR_410",
+    "ERR_PREFETCH" = seller_audience_15m."ERR_PREFETCH" + EXCLUDED."ERR_PREFETCH",
+    "ERR_BOT" = seller_audience_15m."ERR_BOT" + EXCLUDED."ERR_BOT",
+    "ERR_DUP" = seller_audience_15m."ERR_DUP" + EXCLUDED."ERR_DUP";
 
 INSERT INTO seller_audience
-SELECT seller_id, hour, dimension, value, sum(clicks), sum(valid_clicks), sum("ERR_400"), sum("ERR_403"),
-       sum("ERR_404"), sum("ERR_410"), sum("ERR_PREFETCH"), sum("ERR_BOT"), sum("ERR_DUP")
-FROM click_audience WHERE seller_id IS NOT NULL GROUP BY 1, 2, 3, 4;
+SELECT seller_id, date_trunc('hour', quarter, 'UTC'), dimension, value, sum(clicks), sum(valid_clicks),
+       sum("ERR_400"), sum("ERR_403"), sum("ERR_404"), sum("ERR_410"), sum("ERR_PREFETCH"), sum("ERR_BOT"),
+       sum("ERR_DUP")
+FROM seller_audience_15m GROUP BY 1, 2, 3, 4;
 
 -- Orders and carts so far: unknown like their clicks, but for the referrer host of a click still
 -- kept (as the rollups above have it) and via. Those on no known click keep NULL (never reported
