@@ -120,6 +120,21 @@ class Visit:
     async def json(self, handler: Callable[[Request], Awaitable[Response]], **kwargs: Any) -> Any:
         return json.loads(bytes((await self.call(handler, **kwargs)).body))
 
+    async def listing(self, handler: Callable[[Request], Awaitable[Response]],
+                      filters: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+        """A page of an API list for the filters (and this request's cursor and limit), and the
+        fields a 422 named (with an empty page)."""
+        params = self.request.query_params
+        try:
+            page = await self.json(handler, query={"seller_id": self.seller_id, **filters,
+                                                   "cursor": params.get("cursor"),
+                                                   "limit": params.get("limit") or PAGE_SIZE})
+        except ApiError as err:
+            if err.code != "ERR_422":
+                raise
+            return {"items": [], "next_cursor": None}, err.fields or {}
+        return page, {}
+
     async def traffic_rows(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The rows of /v1/reports/traffic for this query, from its own code."""
         scope = {**self.request.scope, "query_string": urlencode(query).encode(), catalog.PRINCIPAL_SCOPE:
@@ -325,16 +340,7 @@ async def sellers(visit: Visit) -> Response:
 async def codes(visit: Visit) -> Response:
     params = visit.request.query_params
     filters = {"utm_campaign": params.get("utm_campaign", ""), "channel": params.get("channel", "")}
-    errors: dict[str, str] = {}
-    listing: dict[str, Any] = {"items": [], "next_cursor": None}
-    try:
-        listing = await visit.json(catalog.list_codes, query={
-            "seller_id": visit.seller_id, **filters, "cursor": params.get("cursor"),
-            "limit": params.get("limit") or PAGE_SIZE})
-    except ApiError as err:
-        if err.code != "ERR_422":
-            raise
-        errors = err.fields or {}
+    listing, errors = await visit.listing(catalog.list_codes, filters)
     return visit.render("codes.html", status=422 if errors else 200, listing=listing, filters=filters,
                         errors=errors, channels=sorted(set(CHANNELS.values()) | {"other"}),
                         paging=filters | {"limit": params.get("limit", "")}, paged=bool(params.get("cursor")))
@@ -567,16 +573,7 @@ async def traffic_csv(visit: Visit) -> Response:
 async def invalid_clicks(visit: Visit) -> Response:
     params = visit.request.query_params
     filters = {k: params.get(k, "") for k in ("from", "to", "reason")}
-    errors: dict[str, str] = {}
-    listing: dict[str, Any] = {"items": [], "next_cursor": None}
-    try:
-        listing = await visit.json(reports.invalid_clicks, query={
-            "seller_id": visit.seller_id, **filters, "cursor": params.get("cursor"),
-            "limit": params.get("limit") or PAGE_SIZE})
-    except ApiError as err:
-        if err.code != "ERR_422":
-            raise
-        errors = err.fields or {}
+    listing, errors = await visit.listing(reports.invalid_clicks, filters)
     return visit.render("invalid_clicks.html", status=422 if errors else 200, listing=listing, filters=filters,
                         errors=errors, reasons=reason_sentences(visit.ctx.settings.dedup_window_s),
                         paging=filters | {"limit": params.get("limit", "")}, paged=bool(params.get("cursor")))

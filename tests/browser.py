@@ -17,9 +17,12 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 # The product URLs must be https on 443 with an allowed host; Chromium is told to resolve this
 # host to the local product server instead (--host-resolver-rules), so no test leaves the machine.
@@ -77,6 +80,20 @@ def launch_args(site_port: int) -> list[str]:
         # the site's certificate comes from a throwaway CA
         "--ignore-certificate-errors",
     ]
+
+
+@contextlib.asynccontextmanager
+async def launched(site_port: int) -> AsyncIterator[Browser]:
+    """The system's Chromium, headless, resolving the product and bio hosts to the local site."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=chromium_path(), args=launch_args(site_port),
+                                            headless=True)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
 
 
 class _InLoopServer(uvicorn.Server):

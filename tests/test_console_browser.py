@@ -71,16 +71,8 @@ async def live() -> AsyncIterator[Live]:
 
 @pytest.fixture(scope="module")
 async def chromium(live: Live) -> AsyncIterator[Browser]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(
-            executable_path=browser.chromium_path(), args=browser.launch_args(live.site_port), headless=True,
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with browser.launched(live.site_port) as launched:
+        yield launched
 
 
 @contextlib.asynccontextmanager
