@@ -182,6 +182,8 @@ async def main() -> None:
     parser.add_argument("--clicks", type=int, default=10_000_000)
     parser.add_argument("--sellers", type=int, default=50)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--seller", default="seller001",
+                        help="the 'typical' seller to time (with --sellers 1, seller000 owns 80%% of the clicks)")
     parser.add_argument("--reuse", action="store_true", help="keep the seeded database from a previous run")
     parser.add_argument("--recount", action="store_true", help="with --reuse: migrate and rebuild the rollups")
     parser.add_argument("--retention", type=int, default=0,
@@ -203,17 +205,17 @@ async def main() -> None:
     async with LifespanManager(app), httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         recent = (last_day - timedelta(days=29), last_day)
         early = (last_day - timedelta(days=DAYS - 1), last_day - timedelta(days=DAYS - 30))
-        await time_report(client, "seller001", *recent, 2)  # warm the cache
+        await time_report(client, args.seller, *recent, 2)  # warm the cache
         print(f"{args.clicks:,} clicks, {CODES} codes, {DAYS} days; 30-day report grouped by day,utm_campaign")
-        print(line("typical seller (of 50), last 30 days", await time_report(client, "seller001", *recent,
+        print(line("typical seller (of 50), last 30 days", await time_report(client, args.seller, *recent,
                                                                              args.runs)))
-        print(line("typical seller, first 30 days of history", await time_report(client, "seller001", *early,
+        print(line("typical seller, first 30 days of history", await time_report(client, args.seller, *early,
                                                                                   args.runs)))
         print(line("big seller (200 codes, 20% of clicks), last 30 days",
                    await time_report(client, "big", *recent, args.runs)))
         for tz in ZONES[1:]:
             print(line(f"typical seller, last 30 days, tz={tz}",
-                       await time_report(client, "seller001", *recent, args.runs, tz=tz)))
+                       await time_report(client, args.seller, *recent, args.runs, tz=tz)))
             print(line(f"big seller, last 30 days, tz={tz}",
                        await time_report(client, "big", *recent, args.runs, tz=tz)))
         for tz in ZONES[:2]:
@@ -222,7 +224,7 @@ async def main() -> None:
         for group_by in ("day,country", "day,device", "day,referrer", "via,utm_campaign"):
             for tz in AUDIENCE_ZONES:
                 print(line(f"typical seller, {group_by}, tz={tz}",
-                           await time_report(client, "seller001", *recent, args.runs, tz=tz, group_by=group_by)))
+                           await time_report(client, args.seller, *recent, args.runs, tz=tz, group_by=group_by)))
                 print(line(f"big seller, {group_by}, tz={tz}",
                            await time_report(client, "big", *recent, args.runs, tz=tz, group_by=group_by)))
         await rollup_sizes()
