@@ -466,34 +466,24 @@ FROM moves d WHERE r.code = d.code AND r.quarter = d.quarter
 
 # The same in the seller audience rollups, per each moved click's (dimension,
 # value) as stored with it.
-def _move_audience() -> str:
-    updates = []
-    for i, r in enumerate((SELLER_AUDIENCE_ROLLUPS,)):
-        o = r.owner
-        updates.append(f"""h{i} AS (
-    UPDATE {r.hours} r SET valid_clicks = r.valid_clicks + h.n, "ERR_DUP" = r."ERR_DUP" - h.n
-    FROM (SELECT {o}, {_HOUR.format("quarter")} AS hour, dimension, value, sum(n) AS n FROM moves {r.only}
-          GROUP BY 1, 2, 3, 4) AS h
-    WHERE r.{o} = h.{o} AND r.hour = h.hour AND r.dimension = h.dimension AND r.value = h.value
-)""")
-        updates.append(f"""q{i} AS (
-    UPDATE {r.quarters} r SET valid_clicks = r.valid_clicks + d.n, "ERR_DUP" = r."ERR_DUP" - d.n
-    FROM (SELECT {o}, quarter, dimension, value, sum(n) AS n FROM moves {r.only} GROUP BY 1, 2, 3, 4) AS d
-    WHERE r.{o} = d.{o} AND r.quarter = d.quarter AND r.dimension = d.dimension AND r.value = d.value
-)""")
-    return f"""
+_MOVE_AUDIENCE = f"""
 WITH moves AS (
-    SELECT s.code, s.seller_id, {_QUARTER.format("s.clicked_at")} AS quarter, a.dimension, a.value, sum(m.n) AS n
+    SELECT s.seller_id, {_QUARTER.format("s.clicked_at")} AS quarter, a.dimension, a.value, sum(m.n) AS n
     FROM unnest($1::text[], $2::timestamptz[], $3::bigint[]) AS m(click_id, clicked_at, n)
     JOIN clicks s ON s.click_id = m.click_id AND s.clicked_at = m.clicked_at
     {_PER_AUDIENCE}
-    GROUP BY 1, 2, 3, 4, 5
-), {", ".join(updates)}
-SELECT 1
+    WHERE s.seller_id IS NOT NULL
+    GROUP BY 1, 2, 3, 4
+), hours AS (
+    UPDATE seller_audience r SET valid_clicks = r.valid_clicks + h.n, "ERR_DUP" = r."ERR_DUP" - h.n
+    FROM (SELECT seller_id, {_HOUR.format("quarter")} AS hour, dimension, value, sum(n) AS n FROM moves
+          GROUP BY 1, 2, 3, 4) AS h
+    WHERE r.seller_id = h.seller_id AND r.hour = h.hour AND r.dimension = h.dimension AND r.value = h.value
+)
+UPDATE seller_audience_15m r SET valid_clicks = r.valid_clicks + d.n, "ERR_DUP" = r."ERR_DUP" - d.n
+FROM moves d
+WHERE r.seller_id = d.seller_id AND r.quarter = d.quarter AND r.dimension = d.dimension AND r.value = d.value
 """
-
-
-_MOVE_AUDIENCE = _move_audience()
 
 
 def quarter_of(at: datetime) -> datetime:
@@ -556,11 +546,9 @@ async def recount_rollups(conn: asyncpg.Connection, since: datetime | None = Non
     async with conn.transaction():
         await conn.execute(f"LOCK TABLE clicks, {tables} IN SHARE MODE")
         # an audience value no longer among a quarter's clicks must not keep its old count
-        for owned in (SELLER_AUDIENCE_ROLLUPS,):
-            o = owned.owner
-            await conn.execute(f"DELETE FROM {owned.quarters} a USING (SELECT DISTINCT {o}, "
-                               f"{_QUARTER.format('clicked_at')} AS quarter FROM {source} k) k "
-                               f"WHERE a.{o} = k.{o} AND a.quarter = k.quarter", *args)
+        await conn.execute(f"DELETE FROM seller_audience_15m a USING (SELECT DISTINCT seller_id, "
+                           f"{_QUARTER.format('clicked_at')} AS quarter FROM {source} k) k "
+                           "WHERE a.seller_id = k.seller_id AND a.quarter = k.quarter", *args)
         for rollup in _ROLLUPS:
             await conn.execute(f"{rollup.into_quarters} {rollup.count(source, _QUARTER)} "
                                f"ON CONFLICT {rollup.quarter_key} DO UPDATE SET {rollup.replace}", *args)
